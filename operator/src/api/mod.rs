@@ -1,0 +1,1 @@
+//! The custom resources (group `connectors.unified.dev`, version `v1alpha1`) and their schema rules.

@@ -1,0 +1,1 @@
+//! Contract-faithful test servers.
