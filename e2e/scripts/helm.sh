@@ -25,7 +25,13 @@ helm_bin() {
 		return
 	fi
 	local bin="${UC_CONTROL_PLANE_BIN:-}"
-	[[ -n "$bin" ]] || bin="$("$ROOT/e2e/scripts/build-control-plane.sh" | tail -n1)"
+	if [[ -z "$bin" ]]; then
+		local errs
+		errs="$(mktemp)"
+		# Quiet when cached; its log is shown if it fails.
+		bin="$("$ROOT/e2e/scripts/build-control-plane.sh" 2>"$errs" | tail -n1)" || { cat "$errs" >&2; rm -f "$errs"; exit 1; }
+		rm -f "$errs"
+	fi
 	[[ -x "$bin/helm" ]] || { log "no helm in $bin: run make control-plane"; exit 1; }
 	echo "$bin/helm"
 }
