@@ -2,8 +2,9 @@
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager) and the
 # helper tools (helm, kstatus) from Go modules, once, into a cache outside the repo:
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/unified-connectors/control-plane/<k8s-version>-<hash>/bin/
-# The hash covers the wrapper modules' go.mod/go.sum (and the kstatus source), so a version
-# bump builds into a fresh directory while a warm run only checks that the binaries exist.
+# The hash covers the wrapper module's go.mod/go.sum, so a version bump builds into a fresh
+# directory while a warm run only checks that the binaries exist. helm and kstatus are cached
+# under tools-<hash>/ and linked into bin/.
 # Prints the bin directory on the last line of stdout (callers use `tail -n1`).
 set -euo pipefail
 
@@ -20,11 +21,15 @@ K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s
 GIT_MAJOR="${BASH_REMATCH[1]}"
 GIT_MINOR="${BASH_REMATCH[2]}"
 
-HASH="$(cat "$CP_MOD/go.mod" "$CP_MOD/go.sum" "$CP_MOD"/cmd/etcd/*.go \
-	"$TOOLS_MOD/go.mod" "$TOOLS_MOD/go.sum" \
+# Control plane and tools are cached apart, so editing the kstatus helper never rebuilds
+# kube-apiserver: each cache key covers only its own module files.
+CP_HASH="$(cat "$CP_MOD/go.mod" "$CP_MOD/go.sum" "$CP_MOD"/cmd/etcd/*.go | sha256sum | cut -c1-12)"
+TOOLS_HASH="$(cat "$TOOLS_MOD/go.mod" "$TOOLS_MOD/go.sum" \
 	"$KSTATUS_MOD/go.mod" "$KSTATUS_MOD/go.sum" "$KSTATUS_MOD"/*.go | sha256sum | cut -c1-12)"
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/unified-connectors/control-plane"
-BIN_DIR="$CACHE_ROOT/${K8S_VERSION}-${HASH}/bin"
+BIN_DIR="$CACHE_ROOT/${K8S_VERSION}-${CP_HASH}/bin"
+TOOLS_DIR="$CACHE_ROOT/tools-${TOOLS_HASH}"
+mkdir -p "$TOOLS_DIR"
 mkdir -p "$BIN_DIR"
 
 export CGO_ENABLED=0
@@ -43,27 +48,28 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	VERSION_LDFLAGS+=" -X ${pkg}.buildDate=${BUILD_DATE}"
 done
 
-# build NAME MODULE_DIR PACKAGE [EXTRA_LDFLAGS]: skip when the binary is already cached;
-# build into a temp file and rename so an interrupted build never leaves a half binary.
+# build OUT_DIR NAME MODULE_DIR PACKAGE [EXTRA_LDFLAGS]: skip when the binary is already
+# cached; build into a temp file and rename so an interrupted build never leaves a half binary.
 build() {
-	local name="$1" dir="$2" pkg="$3" ldflags="${4:-}"
-	if [[ -x "$BIN_DIR/$name" ]]; then
+	local out="$1" name="$2" dir="$3" pkg="$4" ldflags="${5:-}"
+	if [[ -x "$out/$name" ]]; then
 		log "$name: cached"
-		return 0
+	else
+		log "$name: building $pkg (cold builds take minutes)"
+		local start=$SECONDS
+		(cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/.$name.tmp" "$pkg")
+		mv -f "$out/.$name.tmp" "$out/$name"
+		log "$name: built in $((SECONDS - start))s"
 	fi
-	log "$name: building $pkg (cold builds take minutes)"
-	local start=$SECONDS
-	(cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$BIN_DIR/.$name.tmp" "$pkg")
-	mv -f "$BIN_DIR/.$name.tmp" "$BIN_DIR/$name"
-	log "$name: built in $((SECONDS - start))s"
+	[[ "$out" == "$BIN_DIR" ]] || ln -sfn "$out/$name" "$BIN_DIR/$name"
 }
 
-build etcd "$CP_MOD" ./cmd/etcd
-build kube-apiserver "$CP_MOD" k8s.io/kubernetes/cmd/kube-apiserver "$VERSION_LDFLAGS"
-build kube-controller-manager "$CP_MOD" k8s.io/kubernetes/cmd/kube-controller-manager "$VERSION_LDFLAGS"
+build "$BIN_DIR" etcd "$CP_MOD" ./cmd/etcd
+build "$BIN_DIR" kube-apiserver "$CP_MOD" k8s.io/kubernetes/cmd/kube-apiserver "$VERSION_LDFLAGS"
+build "$BIN_DIR" kube-controller-manager "$CP_MOD" k8s.io/kubernetes/cmd/kube-controller-manager "$VERSION_LDFLAGS"
 HELM_VERSION="$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3} $1=="helm.sh/helm/v3" && $2 ~ /^v/ {print $2}' "$TOOLS_MOD/go.mod" | head -n1)"
-build helm "$TOOLS_MOD" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-build kstatus "$KSTATUS_MOD" .
+build "$TOOLS_DIR" helm "$TOOLS_MOD" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+build "$TOOLS_DIR" kstatus "$KSTATUS_MOD" .
 
 # A stable pointer for people and scripts that do not want to recompute the hash.
 ln -sfn "$BIN_DIR" "$CACHE_ROOT/current"

@@ -173,8 +173,29 @@ cmd_up() {
 	echo -n "$token" >"$DIR/admin.token"
 	chmod 600 "$DIR/admin.token"
 	# token,user,uid,"group1,group2": the admin is cluster-admin through system:masters.
-	echo "$token,admin,uc-admin,\"system:masters\"" >"$DIR/tokens.csv"
+	# A second identity, uc-operator, lets benchmarks tell the operator's requests apart
+	# (kubeconfig-operator; the audit log records them when UC_CLUSTER_AUDIT=1).
+	local op_token
+	op_token="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+	{
+		echo "$token,admin,uc-admin,\"system:masters\""
+		echo "$op_token,uc-operator,uc-operator,\"system:masters\""
+	} >"$DIR/tokens.csv"
 	chmod 600 "$DIR/tokens.csv"
+	local audit_flags=()
+	if [[ "${UC_CLUSTER_AUDIT:-}" == 1 ]]; then
+		cat >"$DIR/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  users: ["uc-operator"]
+- level: None
+EOF
+		audit_flags=(--audit-policy-file="$DIR/audit-policy.yaml" --audit-log-path="$DIR/audit.log"
+			--audit-log-format=json --audit-log-maxsize=0)
+	fi
 
 	local etcd_port etcd_peer api_port kcm_port
 	etcd_port="$(free_port)"
@@ -183,6 +204,7 @@ cmd_up() {
 	kcm_port="$(free_port)"
 	echo "$api_port" >"$DIR/apiserver.port"
 	write_kubeconfig "$KUBECONFIG_FILE" admin "$token" "$api_port"
+	write_kubeconfig "$DIR/kubeconfig-operator" uc-operator "$op_token" "$api_port"
 
 	start etcd \
 		--name=uc-test \
@@ -212,7 +234,8 @@ cmd_up() {
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file="$DIR/sa.pub" \
 		--service-account-signing-key-file="$DIR/sa.key" \
-		--profiling=false
+		--profiling=false \
+		"${audit_flags[@]}"
 
 	local deadline=$((SECONDS + READY_TIMEOUT))
 	until api_ready; do
