@@ -1,1 +1,12 @@
 //! The custom resources (group `connectors.unified.dev`, version `v1alpha1`) and their schema rules.
+
+pub mod binding;
+pub mod conditions;
+pub mod connector;
+pub mod crd;
+
+pub use binding::{ProductBinding, ProductBindingSpec, ProductBindingStatus};
+pub use connector::{SecretKeyRef, UnifiedConnector, UnifiedConnectorSpec, UnifiedConnectorStatus};
+
+/// API group of both kinds.
+pub const GROUP: &str = "connectors.unified.dev";

@@ -1,1 +1,530 @@
-//! The operator: reconcilers for connectors and bindings, source identity and grouping, the desired collector objects.
+//! The operator: reconcilers for connectors and bindings, source identity and grouping, the
+//! desired collector objects, token checks, leader election and metrics.
+//!
+//! Layout: [`plan`] and [`render`] are pure (what should exist), [`sync`] applies it, [`health`]
+//! and [`status`] turn the collector's report into status, [`connector`] and [`binding`] are the
+//! two reconcilers, and [`run`] wires watches, caches and leader election together.
+
+pub mod binding;
+pub mod connector;
+pub mod context;
+pub mod health;
+pub mod identity;
+pub mod leader;
+pub mod metrics;
+pub mod okta_check;
+pub mod plan;
+pub mod render;
+pub mod secrets;
+pub mod status;
+pub mod sync;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{error, info, warn};
+
+use crate::api::conditions::Phase;
+use crate::api::{ProductBinding, UnifiedConnector};
+use context::{Context, Settings, Stores};
+use identity::{SOURCE_LABEL, managed_selector};
+
+/// `unified-connectors controller` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Namespace the operator runs in; collectors are created here.
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "unified-connectors-system"
+    )]
+    pub namespace: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    /// Image of the collector Deployments (the same binary as the operator).
+    #[arg(long, env = "COLLECTOR_IMAGE", default_value = concat!("ghcr.io/unified-connectors/unified-connectors:", env!("CARGO_PKG_VERSION")))]
+    pub collector_image: String,
+    /// Run without a Lease (a single replica, or local development).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    #[arg(long, default_value = "unified-connectors-leader")]
+    pub lease_name: String,
+    /// A binding with nothing delivered this long after creation turns Error.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: Duration,
+    /// Test only: where Okta lives instead of `https://{domain}`, e.g. `http://127.0.0.1:8081/orgs/{domain}`.
+    #[arg(long)]
+    pub okta_url_template: Option<String>,
+    /// Test only: accept `http://` product URLs.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sync(#[from] sync::SyncError),
+    #[error("writing status: {0}")]
+    Status(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Sync(_) => "sync",
+            Error::Status(_) => "status",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// How soon to look again when nothing else triggers a reconcile: soon while things are expected
+/// to change by themselves (a first delivery, a timeout), rarely once healthy.
+pub fn requeue_for(phase: Phase) -> Action {
+    Action::requeue(match phase {
+        Phase::Pending => Duration::from_secs(30),
+        Phase::Warning => Duration::from_secs(60),
+        Phase::Error => Duration::from_secs(120),
+        Phase::Ready => Duration::from_secs(300),
+    })
+}
+
+/// Exponential backoff per object on errors, 5 s doubling to 5 min.
+fn error_backoff(ctx: &Context, key: String) -> Action {
+    let failures = ctx.failures(&key);
+    let secs = (5u64 << failures.min(6)).min(300);
+    Action::requeue(Duration::from_secs(secs))
+}
+
+/// A watch whose cache and event stream are shared by several controllers.
+fn shared<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    subscribers: usize,
+) -> (
+    Store<K>,
+    Vec<impl Stream<Item = Arc<K>> + Send + 'static>,
+    impl std::future::Future<Output = ()>,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store_shared(4096);
+    let subs = (0..subscribers)
+        .map(|_| writer.subscribe().expect("a shared store has subscribers"))
+        .collect();
+    let kind = K::kind(&()).to_string();
+    let driver = watcher(api, wc)
+        .default_backoff()
+        .reflect_shared(writer)
+        .for_each(move |r| {
+            if let Err(e) = r {
+                warn!(kind = %kind, error = %e, "watch error; retrying");
+            }
+            futures::future::ready(())
+        });
+    (reader, subs, driver)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    crate::http::install_crypto_provider();
+    let client = Client::try_default().await?;
+    let metrics = metrics::Metrics::new();
+    let readiness = metrics::Readiness::default();
+    tokio::spawn({
+        let (addr, m, r) = (
+            args.metrics_addr.clone(),
+            metrics.clone(),
+            readiness.clone(),
+        );
+        async move {
+            if let Err(e) = metrics::serve(&addr, m, r).await {
+                error!(error = %e, "metrics server stopped");
+                std::process::exit(1);
+            }
+        }
+    });
+
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("unified-connectors-{}", uuid::Uuid::new_v4()));
+    if !args.no_leader_election {
+        readiness.set(true); // a standby is healthy
+        let election = leader::LeaderElection::new(
+            client.clone(),
+            &args.namespace,
+            &args.lease_name,
+            identity.clone(),
+        );
+        election.acquire().await;
+        metrics.leader.set(1);
+        tokio::spawn(async move {
+            election.hold().await;
+            error!("lost the leader Lease; exiting so that only one replica reconciles");
+            std::process::exit(1);
+        });
+    }
+
+    let ns = args.namespace.clone();
+    let managed = watcher::Config::default().labels(&managed_selector());
+    let (connectors, mut conn_subs, conn_driver) = shared(
+        Api::<UnifiedConnector>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+        2,
+    );
+    let (bindings, mut bind_subs, bind_driver) = shared(
+        Api::<ProductBinding>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+        2,
+    );
+    let (secrets, mut secret_subs, secret_driver) = shared(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default()
+            .fields("type=Opaque")
+            .any_semantic(),
+        2,
+    );
+    let (deployments, mut deploy_subs, deploy_driver) = shared(
+        Api::<Deployment>::namespaced(client.clone(), &ns),
+        managed.clone().any_semantic(),
+        1,
+    );
+    let (config_maps, mut cm_subs, cm_driver) = shared(
+        Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        managed.any_semantic(),
+        2,
+    );
+    tokio::spawn(conn_driver);
+    tokio::spawn(bind_driver);
+    tokio::spawn(secret_driver);
+    tokio::spawn(deploy_driver);
+    tokio::spawn(cm_driver);
+    let stores = Stores {
+        connectors,
+        bindings,
+        secrets,
+        deployments,
+        config_maps,
+    };
+    info!("waiting for caches to sync");
+    for ready in [
+        stores.connectors.wait_until_ready().await.is_ok(),
+        stores.bindings.wait_until_ready().await.is_ok(),
+        stores.secrets.wait_until_ready().await.is_ok(),
+        stores.deployments.wait_until_ready().await.is_ok(),
+        stores.config_maps.wait_until_ready().await.is_ok(),
+    ] {
+        anyhow::ensure!(ready, "a cache could not be filled");
+    }
+    readiness.set(true);
+    info!(namespace = %ns, "caches synced; reconciling");
+
+    let settings = Settings {
+        render: render::RenderSettings {
+            namespace: ns.clone(),
+            image: args.collector_image.clone(),
+            okta: okta_check::OktaEndpoint::new(args.okta_url_template.clone()),
+        },
+        plan: plan::PlanSettings {
+            allow_insecure_http: args.allow_insecure_http,
+        },
+        deadlines: health::Deadlines {
+            delivery_timeout: args.delivery_timeout,
+            ..Default::default()
+        },
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "unified-connectors".into(),
+            instance: Some(identity),
+        },
+    );
+    let checker =
+        okta_check::TokenChecker::new(settings.render.okta.clone(), Some(metrics.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        stores.clone(),
+        settings,
+        checker,
+        metrics.clone(),
+        recorder,
+    ));
+
+    tokio::spawn(housekeeping(ctx.clone()));
+
+    let config = ControllerConfig::default()
+        .debounce(Duration::from_millis(500))
+        .concurrency(16);
+    let s = stores.clone();
+    let connector_controller = Controller::for_shared_stream(
+        conn_subs.pop().expect("subscriber"),
+        stores.connectors.clone(),
+    )
+    .with_config(config.clone())
+    .watches_shared_stream(
+        bind_subs.pop().expect("subscriber"),
+        |b: Arc<ProductBinding>| {
+            b.namespace().map(|ns| {
+                ObjectRef::<UnifiedConnector>::new(&b.spec.connector_ref.name).within(&ns)
+            })
+        },
+    )
+    .watches_shared_stream(secret_subs.pop().expect("subscriber"), {
+        let s = s.clone();
+        move |secret: Arc<Secret>| connectors_using_secret(&s, &secret)
+    })
+    .watches_shared_stream(deploy_subs.pop().expect("subscriber"), {
+        let s = s.clone();
+        move |d: Arc<Deployment>| {
+            by_source_label(d.labels(), |h| {
+                sync::connectors_for_source_hash(&s.connectors, h)
+            })
+        }
+    })
+    .watches_shared_stream(cm_subs.pop().expect("subscriber"), {
+        let s = s.clone();
+        move |cm: Arc<ConfigMap>| {
+            by_source_label(cm.labels(), |h| {
+                sync::connectors_for_source_hash(&s.connectors, h)
+            })
+        }
+    })
+    .shutdown_on_signal()
+    .run(
+        connector::reconcile,
+        error_policy::<UnifiedConnector>,
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
+
+    let binding_controller = Controller::for_shared_stream(
+        bind_subs.pop().expect("subscriber"),
+        stores.bindings.clone(),
+    )
+    .with_config(config)
+    .watches_shared_stream(conn_subs.pop().expect("subscriber"), {
+        let s = s.clone();
+        move |c: Arc<UnifiedConnector>| {
+            s.bindings
+                .state()
+                .into_iter()
+                .filter(|b| {
+                    b.namespace() == c.namespace() && b.spec.connector_ref.name == c.name_any()
+                })
+                .map(|b| ObjectRef::from_obj(b.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    })
+    .watches_shared_stream(secret_subs.pop().expect("subscriber"), {
+        let s = s.clone();
+        move |secret: Arc<Secret>| bindings_using_secret(&s, &secret)
+    })
+    .watches_shared_stream(cm_subs.pop().expect("subscriber"), {
+        let s = s.clone();
+        move |cm: Arc<ConfigMap>| {
+            by_source_label(cm.labels(), |h| {
+                sync::bindings_for_source_hash(&s.connectors, &s.bindings, h)
+            })
+        }
+    })
+    .shutdown_on_signal()
+    .run(
+        binding::reconcile,
+        error_policy::<ProductBinding>,
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
+
+    futures::join!(connector_controller, binding_controller);
+    info!("controllers stopped");
+    Ok(())
+}
+
+fn by_source_label<K>(
+    labels: &std::collections::BTreeMap<String, String>,
+    f: impl Fn(&str) -> Vec<ObjectRef<K>>,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    labels.get(SOURCE_LABEL).map(|h| f(h)).unwrap_or_default()
+}
+
+/// Connectors to reconcile when a Secret changes: those whose token it holds, those whose
+/// bindings read it, and all users of a collector whose own Secret it is.
+fn connectors_using_secret(stores: &Stores, secret: &Secret) -> Vec<ObjectRef<UnifiedConnector>> {
+    let ns = secret.namespace();
+    let name = secret.name_any();
+    let mut refs: Vec<ObjectRef<UnifiedConnector>> = stores
+        .connectors
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns && c.spec.source.okta.credentials_secret_ref.name == name)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect();
+    for b in bindings_referencing(stores, secret) {
+        if let Some(ns) = b.namespace() {
+            refs.push(ObjectRef::new(&b.spec.connector_ref.name).within(&ns));
+        }
+    }
+    refs.extend(by_source_label(secret.labels(), |h| {
+        sync::connectors_for_source_hash(&stores.connectors, h)
+    }));
+    refs
+}
+
+/// Bindings to reconcile when a Secret changes: those that read it, and those of connectors whose token it holds.
+fn bindings_using_secret(stores: &Stores, secret: &Secret) -> Vec<ObjectRef<ProductBinding>> {
+    let ns = secret.namespace();
+    let name = secret.name_any();
+    let token_of: std::collections::HashSet<String> = stores
+        .connectors
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns && c.spec.source.okta.credentials_secret_ref.name == name)
+        .map(|c| c.name_any())
+        .collect();
+    let mut refs: Vec<ObjectRef<ProductBinding>> = bindings_referencing(stores, secret)
+        .iter()
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect();
+    refs.extend(
+        stores
+            .bindings
+            .state()
+            .iter()
+            .filter(|b| b.namespace() == ns && token_of.contains(&b.spec.connector_ref.name))
+            .map(|b| ObjectRef::from_obj(b.as_ref())),
+    );
+    refs
+}
+
+fn bindings_referencing(stores: &Stores, secret: &Secret) -> Vec<Arc<ProductBinding>> {
+    let ns = secret.namespace();
+    let name = secret.name_any();
+    stores
+        .bindings
+        .state()
+        .into_iter()
+        .filter(|b| {
+            let p = &b.spec.product;
+            b.namespace() == ns
+                && [
+                    p.sentinel.as_ref().map(|s| &s.credentials_secret_ref.name),
+                    p.splunk_hec.as_ref().map(|s| &s.token_secret_ref.name),
+                    p.webhook.as_ref().map(|w| &w.signing_secret_ref.name),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|n| *n == name)
+        })
+        .collect()
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let kind = K::kind(&()).to_string();
+    warn!(kind = %kind, name = %obj.meta().name.as_deref().unwrap_or_default(), namespace = %obj.meta().namespace.as_deref().unwrap_or_default(), error = %error, "reconcile failed; backing off");
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[&kind, error.metric_label()])
+        .inc();
+    error_backoff(
+        &ctx,
+        format!(
+            "{kind}/{}/{}",
+            obj.meta().namespace.as_deref().unwrap_or_default(),
+            obj.meta().name.as_deref().unwrap_or_default()
+        ),
+    )
+}
+
+/// Periodic work outside reconciles: phase gauges and removing orphaned collectors.
+async fn housekeeping(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut rounds: u64 = 0;
+    loop {
+        tick.tick().await;
+        update_gauges(&ctx);
+        // Every 5 minutes (and shortly after start), delete collectors no connector names.
+        if rounds % 30 == 1 {
+            match sync::collect_orphans(&ctx).await {
+                Ok(0) => {}
+                Ok(n) => info!(removed = n, "removed orphaned collectors"),
+                Err(e) => warn!(error = %e, "could not remove orphaned collectors"),
+            }
+        }
+        rounds += 1;
+    }
+}
+
+fn update_gauges(ctx: &Context) {
+    let m = &ctx.metrics;
+    for phase in Phase::ALL {
+        let n = ctx
+            .stores
+            .connectors
+            .state()
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.common.phase)
+                    .unwrap_or_default()
+                    == phase
+            })
+            .count();
+        m.connectors
+            .with_label_values(&[phase.as_str()])
+            .set(n as i64);
+        for product in ["sentinel", "splunkHec", "webhook"] {
+            let n = ctx
+                .stores
+                .bindings
+                .state()
+                .iter()
+                .filter(|b| {
+                    b.status
+                        .as_ref()
+                        .and_then(|s| s.common.phase)
+                        .unwrap_or_default()
+                        == phase
+                })
+                .filter(|b| b.spec.product.kind().map(|k| k.name()) == Ok(product))
+                .count();
+            m.bindings
+                .with_label_values(&[phase.as_str(), product])
+                .set(n as i64);
+        }
+    }
+    m.collectors
+        .set(ctx.stores.deployments.state().len() as i64);
+}
+
+/// Used by reconcile wrappers: count a reconcile and its duration.
+pub fn observe(ctx: &Context, controller: &str, started: std::time::Instant) {
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&[controller])
+        .inc();
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[controller])
+        .observe(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,66 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything else is for developers.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/debug/unified-connectors
+
+.PHONY: all build test unit crds crds-check lint fmt control-plane cluster-up cluster-down e2e bench bench-collector bench-operator demo helm-lint clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --bins
+
+## make test: unit and integration tests, CRD drift check, then the end-to-end suite on a real control plane.
+test: unit crds-check lint e2e
+
+unit:
+	$(CARGO) test --workspace
+
+## Regenerate crds/ and the chart's copy from the Rust types.
+crds: build
+	$(BIN) crds --out-dir crds
+	rm -rf charts/unified-connectors/crds && mkdir -p charts/unified-connectors/crds
+	cp crds/*.yaml charts/unified-connectors/crds/
+
+## Fail when crds/ (or the chart's copy) differs from what the code generates.
+crds-check: build
+	@tmp=$$(mktemp -d); $(BIN) crds --out-dir $$tmp; \
+	if ! diff -ru crds $$tmp || ! diff -ru crds charts/unified-connectors/crds; then \
+	  echo "crds/ is stale: run 'make crds' and commit the result" >&2; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp; echo "crds/ is up to date"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Build etcd, kube-apiserver, kube-controller-manager (and helm, kstatus) from Go modules, cached by version.
+control-plane:
+	e2e/scripts/build-control-plane.sh
+
+cluster-up: control-plane
+	e2e/scripts/cluster.sh up
+
+cluster-down:
+	e2e/scripts/cluster.sh down
+
+e2e: control-plane build
+	e2e/scripts/run-e2e.sh
+
+bench: bench-collector bench-operator
+
+bench-collector:
+	$(CARGO) run --release -p unified-connectors --example bench_collector
+
+bench-operator: control-plane
+	e2e/scripts/bench-operator.sh
+
+helm-lint: control-plane
+	e2e/scripts/helm.sh lint
+
+demo: control-plane build
+	e2e/scripts/demo.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,149 @@
+//! Building the status of both kinds, writing it only when it changed, and announcing transitions
+//! as Events. One place decides a binding's health, used by both reconcilers.
+
+use chrono::{DateTime, Utc};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::warn;
+
+use super::context::{Context, MANAGER};
+use super::health::{Deadlines, Health, product_health};
+use super::plan::{BindingProblem, Membership, PlannedProduct};
+use super::sync::membership_problem;
+use crate::api::ProductBinding;
+use crate::api::conditions::Phase;
+use crate::contract::{CollectorReport, ProductHealth};
+
+/// The health of one binding given everything known about it.
+pub fn binding_health(
+    now: DateTime<Utc>,
+    binding: &ProductBinding,
+    connector_name: &str,
+    membership: &Membership,
+    planned: &Result<PlannedProduct, BindingProblem>,
+    report: Option<&CollectorReport>,
+    collector: &str,
+    deadlines: Deadlines,
+) -> (Health, Option<ProductHealth>) {
+    if let Err(p) = planned {
+        return (Health::new(Phase::Error, p.reason, p.message.clone()), None);
+    }
+    if let Some((reason, message, is_error)) = membership_problem(membership) {
+        let health = match (reason, is_error) {
+            ("Suspended", _) => Health::new(
+                Phase::Pending,
+                "ConnectorSuspended",
+                format!("connector {connector_name} is suspended"),
+            ),
+            (_, true) => Health::new(
+                Phase::Error,
+                "ConnectorNotReady",
+                format!("connector {connector_name} cannot collect: {message}"),
+            ),
+            (_, false) => Health::new(
+                Phase::Pending,
+                "ConnectorNotReady",
+                format!("connector {connector_name}: {message}"),
+            ),
+        };
+        return (health, None);
+    }
+    let since = binding
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0))
+        .unwrap_or(now);
+    product_health(
+        now,
+        since,
+        report,
+        &super::plan::product_id(binding),
+        collector,
+        deadlines,
+    )
+}
+
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Writes `status` through the status subresource with server-side apply when it differs from
+/// what the object has. `volatile_only` marks a change limited to counters and times, which is
+/// written at most once a minute per object. Returns whether it wrote.
+pub async fn write_status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    current: Option<&S>,
+    desired: &S,
+    volatile_only: bool,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(desired) {
+        return Ok(false);
+    }
+    let key = format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
+    if volatile_only
+        && ctx
+            .since_status_write(&key)
+            .is_some_and(|d| d < std::time::Duration::from_secs(60))
+    {
+        return Ok(false);
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch =
+        json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": desired });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    ctx.status_written(&key);
+    ctx.metrics
+        .status_writes
+        .with_label_values(&[&K::kind(&())])
+        .inc();
+    Ok(true)
+}
+
+/// Publishes an Event when the phase changes (never for a status that merely refreshed).
+pub async fn announce<K>(ctx: &Context, obj: &K, old: Option<Phase>, health: &Health)
+where
+    K: Resource<DynamicType = ()>,
+{
+    if old == Some(health.phase) {
+        return;
+    }
+    let type_ = match health.phase {
+        Phase::Ready | Phase::Pending => EventType::Normal,
+        Phase::Warning | Phase::Error => EventType::Warning,
+    };
+    let mut note = health.message.clone();
+    note.truncate(1000);
+    let event = Event {
+        type_,
+        reason: health.reason.chars().take(128).collect(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "could not publish an Event");
+    }
+}

@@ -1,0 +1,385 @@
+//! Brings one source's collector to its desired state: validates every member's token (cached),
+//! plans, then applies or deletes the collector objects. Idempotent; writes only what changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::info;
+
+use super::context::{Context, MANAGER};
+use super::health::source_auth_failed;
+use super::identity::{HASH_ANNOTATION, SourceId};
+use super::okta_check::Verdict;
+use super::plan::{self, BindingProblem, CollectorPlan, Membership, PlannedProduct};
+use super::render::render;
+use super::secrets::SecretValue;
+use crate::api::{ProductBinding, UnifiedConnector};
+use crate::contract::{self, CollectorReport};
+
+/// What a sync found, for the status of the connectors and bindings of this source.
+pub struct SyncOutcome {
+    pub source: SourceId,
+    /// Keyed by `<namespace>/<name>` of each connector.
+    pub memberships: BTreeMap<String, Membership>,
+    /// Keyed by binding product id (`<namespace>/<name>`).
+    pub products: BTreeMap<String, Result<PlannedProduct, BindingProblem>>,
+    pub plan: Option<CollectorPlan>,
+    pub report: Option<CollectorReport>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("writing {kind} {name}: {source}")]
+    Write {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+}
+
+fn key_of<K: Resource>(o: &K) -> String {
+    format!(
+        "{}/{}",
+        o.meta().namespace.as_deref().unwrap_or_default(),
+        o.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Syncs the collector of `source`.
+pub async fn sync_source(ctx: &Context, source: &SourceId) -> Result<SyncOutcome, SyncError> {
+    let lock = ctx.source_lock(source);
+    let _guard = lock.lock().await;
+    let stores = &ctx.stores;
+    let ns = ctx.namespace().to_string();
+    let members = stores.connectors_of(source);
+    let report = stores.report(&ns, source);
+    let current_token = collector_token(&stores.secrets, &ns, source);
+
+    // The collector says Okta now refuses its token: forget the verdict so it is checked again,
+    // and the plan moves to another connector's valid token.
+    if let (Some(report), Some(token)) = (&report, &current_token)
+        && source_auth_failed(report)
+    {
+        ctx.checker.invalidate(&source.domain, token);
+    }
+
+    // Validate each member's token (Okta is asked only for tokens without a fresh verdict).
+    for connector in &members {
+        if connector.metadata.deletion_timestamp.is_none()
+            && !connector.spec.suspend
+            && let Ok(token) = plan::connector_token(connector, &stores.secrets)
+        {
+            ctx.checker.check(&source.domain, &token).await;
+        }
+    }
+    let mut memberships = BTreeMap::new();
+    let mut member_list = Vec::new();
+    let mut products: BTreeMap<String, Result<PlannedProduct, BindingProblem>> = BTreeMap::new();
+    let mut usable: BTreeMap<String, Vec<PlannedProduct>> = BTreeMap::new();
+    for connector in &members {
+        let m = plan::membership(connector, &stores.secrets, |t| {
+            ctx.checker.cached(&source.domain, t)
+        });
+        let key = key_of(connector.as_ref());
+        for binding in stores.bindings_of(connector) {
+            let planned =
+                plan::plan_product(&binding, connector, &stores.secrets, &ctx.settings.plan);
+            if let Ok(p) = &planned {
+                usable.entry(key.clone()).or_default().push(p.clone());
+            }
+            products.insert(plan::product_id(&binding), planned);
+        }
+        memberships.insert(key, m.clone());
+        member_list.push((connector.clone(), m));
+    }
+    let plan = plan::plan_collector(
+        source,
+        &member_list,
+        &usable,
+        current_token.as_ref().map(|t| t.fingerprint()),
+    );
+    match &plan {
+        Some(plan) => apply_collector(ctx, plan).await?,
+        None => delete_collector(ctx, source).await?,
+    }
+    Ok(SyncOutcome {
+        source: source.clone(),
+        memberships,
+        products,
+        plan,
+        report,
+    })
+}
+
+/// The token the running collector uses, read from its Secret.
+fn collector_token(
+    secrets: &Store<Secret>,
+    namespace: &str,
+    source: &SourceId,
+) -> Option<SecretValue> {
+    let secret = secrets.get(&ObjectRef::new(&source.collector_name()).within(namespace))?;
+    let bytes = secret.data.as_ref()?.get(contract::OKTA_TOKEN_KEY)?;
+    String::from_utf8(bytes.0.clone())
+        .ok()
+        .map(SecretValue::new)
+}
+
+async fn apply_collector(ctx: &Context, plan: &CollectorPlan) -> Result<(), SyncError> {
+    let objects = render(plan, &ctx.settings.render);
+    let ns = ctx.namespace();
+    let stores = &ctx.stores;
+    // Order matters: config and credentials exist before the Deployment that mounts them.
+    apply_if_changed(
+        ctx,
+        &objects.secret,
+        stores.secrets.get(&ObjectRef::from_obj(&objects.secret)),
+        "Secret",
+    )
+    .await?;
+    apply_if_changed(
+        ctx,
+        &objects.config,
+        stores
+            .config_maps
+            .get(&ObjectRef::from_obj(&objects.config)),
+        "ConfigMap",
+    )
+    .await?;
+    if stores
+        .config_maps
+        .get(&ObjectRef::from_obj(&objects.state))
+        .is_none()
+    {
+        apply(ctx, &objects.state, "ConfigMap").await?;
+    }
+    let existing = stores
+        .deployments
+        .get(&ObjectRef::new(&plan.source.collector_name()).within(ns));
+    if existing
+        .as_ref()
+        .is_none_or(|d| hash_of(d.as_ref()) != hash_of(&objects.deployment))
+    {
+        info!(collector = %plan.source.collector_name(), source = %plan.source, users = plan.users.len(), products = plan.products.len(), "applying collector");
+    }
+    apply_if_changed(ctx, &objects.deployment, existing, "Deployment").await?;
+    Ok(())
+}
+
+fn hash_of<K: Resource>(o: &K) -> Option<&str> {
+    o.meta()
+        .annotations
+        .as_ref()?
+        .get(HASH_ANNOTATION)
+        .map(String::as_str)
+}
+
+async fn apply_if_changed<K>(
+    ctx: &Context,
+    desired: &K,
+    current: Option<Arc<K>>,
+    kind: &'static str,
+) -> Result<(), SyncError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    if current
+        .as_deref()
+        .is_some_and(|c| hash_of(c).is_some() && hash_of(c) == hash_of(desired))
+    {
+        return Ok(());
+    }
+    apply(ctx, desired, kind).await
+}
+
+async fn apply<K>(ctx: &Context, desired: &K, kind: &'static str) -> Result<(), SyncError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ctx.namespace());
+    let mut body = serde_json::to_value(desired).expect("objects serialise");
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(|source| SyncError::Write {
+        kind,
+        name: name.clone(),
+        source,
+    })?;
+    ctx.metrics
+        .collector_applies
+        .with_label_values(&[kind, "apply"])
+        .inc();
+    Ok(())
+}
+
+/// Deletes the collector of a source that has no user left (its reference count reached zero).
+pub async fn delete_collector(ctx: &Context, source: &SourceId) -> Result<(), SyncError> {
+    let ns = ctx.namespace();
+    let name = source.collector_name();
+    let stores = &ctx.stores;
+    let dp = DeleteParams::foreground();
+    if stores
+        .deployments
+        .get(&ObjectRef::new(&name).within(ns))
+        .is_some()
+    {
+        info!(collector = %name, source = %source, "deleting collector: no connector uses it any more");
+        delete::<Deployment>(ctx, &name, &dp, "Deployment").await?;
+    }
+    if stores
+        .secrets
+        .get(&ObjectRef::new(&name).within(ns))
+        .is_some()
+    {
+        delete::<Secret>(ctx, &name, &dp, "Secret").await?;
+    }
+    for cm in [name.clone(), source.state_name()] {
+        if stores
+            .config_maps
+            .get(&ObjectRef::new(&cm).within(ns))
+            .is_some()
+        {
+            delete::<ConfigMap>(ctx, &cm, &dp, "ConfigMap").await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete<K>(
+    ctx: &Context,
+    name: &str,
+    dp: &DeleteParams,
+    kind: &'static str,
+) -> Result<(), SyncError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ctx.namespace());
+    match api.delete(name, dp).await {
+        Ok(_) => {
+            ctx.metrics
+                .collector_applies
+                .with_label_values(&[kind, "delete"])
+                .inc();
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(SyncError::Write {
+            kind,
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Deletes collectors whose source no connector names any more (e.g. a finalizer removed by hand
+/// while the operator was down), so nothing is left behind.
+pub async fn collect_orphans(ctx: &Context) -> Result<usize, SyncError> {
+    let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for c in ctx.stores.connectors.state() {
+        live.insert(SourceId::of(&c).collector_name());
+    }
+    let mut removed = 0;
+    for d in ctx.stores.deployments.state() {
+        let name = d.name_any();
+        let source = d
+            .annotations()
+            .get(super::identity::SOURCE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
+        if !live.contains(&name)
+            && let Some(domain) = source.strip_prefix("okta:")
+        {
+            delete_collector(
+                ctx,
+                &SourceId {
+                    kind: super::identity::SourceKind::Okta,
+                    domain: domain.to_string(),
+                },
+            )
+            .await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// A verdict's condition message for a connector whose token was not accepted.
+pub fn membership_problem(m: &Membership) -> Option<(&'static str, String, bool)> {
+    // (reason, message, is_error)
+    match m {
+        Membership::Active(_) | Membership::Deleting => None,
+        Membership::Suspended => Some((
+            "Suspended",
+            "spec.suspend is true: collection is paused for this connector".into(),
+            false,
+        )),
+        Membership::SecretProblem(e) => Some((e.reason(), e.to_string(), true)),
+        Membership::Token(v @ (Verdict::Invalid(_) | Verdict::Forbidden(_))) => {
+            Some((v.reason(), v.message(), true))
+        }
+        Membership::Token(v) => Some((v.reason(), v.message(), false)),
+    }
+}
+
+/// All connectors' keys of a source, for mapping collector-object events back to connectors.
+pub fn connectors_for_source_hash(
+    connectors: &Store<UnifiedConnector>,
+    hash: &str,
+) -> Vec<ObjectRef<UnifiedConnector>> {
+    connectors
+        .state()
+        .iter()
+        .filter(|c| SourceId::of(c).hash() == hash)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// All bindings whose connector reads the source with this hash.
+pub fn bindings_for_source_hash(
+    connectors: &Store<UnifiedConnector>,
+    bindings: &Store<ProductBinding>,
+    hash: &str,
+) -> Vec<ObjectRef<ProductBinding>> {
+    let names: std::collections::HashSet<(String, String)> = connectors
+        .state()
+        .iter()
+        .filter(|c| SourceId::of(c).hash() == hash)
+        .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    bindings
+        .state()
+        .iter()
+        .filter(|b| {
+            names.contains(&(
+                b.namespace().unwrap_or_default(),
+                b.spec.connector_ref.name.clone(),
+            ))
+        })
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect()
+}
