@@ -23,7 +23,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -110,33 +110,40 @@ fn error_backoff(ctx: &Context, key: String) -> Action {
 }
 
 /// A watch whose cache and event stream are shared by several controllers.
-fn shared<K>(
-    api: Api<K>,
-    wc: watcher::Config,
-    subscribers: usize,
-) -> (
-    Store<K>,
-    Vec<impl Stream<Item = Arc<K>> + Send + 'static>,
-    impl std::future::Future<Output = ()>,
-)
+///
+/// Each returned stream yields every applied object *and every deleted one*: kube's shared
+/// subscribers only carry applies, but a deleted binding or Secret must trigger the reconcile
+/// that removes it from its collector.
+type Trigger<K> = futures::stream::BoxStream<'static, Arc<K>>;
+
+fn shared<K>(api: Api<K>, wc: watcher::Config, subscribers: usize) -> (Store<K>, Vec<Trigger<K>>, impl std::future::Future<Output = ()>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store_shared(4096);
-    let subs = (0..subscribers)
-        .map(|_| writer.subscribe().expect("a shared store has subscribers"))
-        .collect();
+    let mut triggers = Vec::new();
+    let mut deletes = Vec::new();
+    for _ in 0..subscribers {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<K>>();
+        let applied = writer.subscribe().expect("a shared store has subscribers");
+        triggers.push(futures::stream::select(applied, rx).boxed());
+        deletes.push(tx);
+    }
     let kind = K::kind(&()).to_string();
-    let driver = watcher(api, wc)
-        .default_backoff()
-        .reflect_shared(writer)
-        .for_each(move |r| {
-            if let Err(e) = r {
-                warn!(kind = %kind, error = %e, "watch error; retrying");
+    let driver = watcher(api, wc).default_backoff().reflect_shared(writer).for_each(move |r| {
+        match r {
+            Ok(watcher::Event::Delete(obj)) => {
+                let obj = Arc::new(obj);
+                for tx in &deletes {
+                    let _ = tx.unbounded_send(obj.clone());
+                }
             }
-            futures::future::ready(())
-        });
-    (reader, subs, driver)
+            Err(e) => warn!(kind = %kind, error = %e, "watch error; retrying"),
+            Ok(_) => {}
+        }
+        futures::future::ready(())
+    });
+    (reader, triggers, driver)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
