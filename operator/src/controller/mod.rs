@@ -18,6 +18,8 @@ pub mod render;
 pub mod secrets;
 pub mod status;
 pub mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -116,7 +118,15 @@ fn error_backoff(ctx: &Context, key: String) -> Action {
 /// that removes it from its collector.
 type Trigger<K> = futures::stream::BoxStream<'static, Arc<K>>;
 
-fn shared<K>(api: Api<K>, wc: watcher::Config, subscribers: usize) -> (Store<K>, Vec<Trigger<K>>, impl std::future::Future<Output = ()>)
+fn shared<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    subscribers: usize,
+) -> (
+    Store<K>,
+    Vec<Trigger<K>>,
+    impl std::future::Future<Output = ()>,
+)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -130,19 +140,22 @@ where
         deletes.push(tx);
     }
     let kind = K::kind(&()).to_string();
-    let driver = watcher(api, wc).default_backoff().reflect_shared(writer).for_each(move |r| {
-        match r {
-            Ok(watcher::Event::Delete(obj)) => {
-                let obj = Arc::new(obj);
-                for tx in &deletes {
-                    let _ = tx.unbounded_send(obj.clone());
+    let driver = watcher(api, wc)
+        .default_backoff()
+        .reflect_shared(writer)
+        .for_each(move |r| {
+            match r {
+                Ok(watcher::Event::Delete(obj)) => {
+                    let obj = Arc::new(obj);
+                    for tx in &deletes {
+                        let _ = tx.unbounded_send(obj.clone());
+                    }
                 }
+                Err(e) => warn!(kind = %kind, error = %e, "watch error; retrying"),
+                Ok(_) => {}
             }
-            Err(e) => warn!(kind = %kind, error = %e, "watch error; retrying"),
-            Ok(_) => {}
-        }
-        futures::future::ready(())
-    });
+            futures::future::ready(())
+        });
     (reader, triggers, driver)
 }
 
