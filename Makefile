@@ -16,17 +16,20 @@ test: unit crds-check lint e2e
 unit:
 	$(CARGO) test --workspace
 
-## Regenerate crds/ and the chart's copy from the Rust types.
+# Copies of crds/ that Helm and kustomize need inside their own trees.
+CRD_COPIES := charts/unified-connectors/crds config/crd/bases
+
+## Regenerate crds/ and its copies from the Rust types.
 crds: build
 	$(BIN) crds --out-dir crds
-	rm -rf charts/unified-connectors/crds && mkdir -p charts/unified-connectors/crds
-	cp crds/*.yaml charts/unified-connectors/crds/
+	for d in $(CRD_COPIES); do rm -rf $$d && mkdir -p $$d && cp crds/*.yaml $$d/; done
 
-## Fail when crds/ (or the chart's copy) differs from what the code generates.
+## Fail when crds/ (or a copy) differs from what the code generates.
 crds-check: build
-	@tmp=$$(mktemp -d); $(BIN) crds --out-dir $$tmp; \
-	if ! diff -ru crds $$tmp || ! diff -ru crds charts/unified-connectors/crds; then \
-	  echo "crds/ is stale: run 'make crds' and commit the result" >&2; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp; echo "crds/ is up to date"
+	@tmp=$$(mktemp -d); $(BIN) crds --out-dir $$tmp; stale=0; \
+	for d in crds $(CRD_COPIES); do diff -ru $$d $$tmp || stale=1; done; rm -rf $$tmp; \
+	if [ $$stale = 1 ]; then echo "crds/ or a copy is stale: run 'make crds' and commit the result" >&2; exit 1; fi; \
+	echo "crds/ and its copies are up to date"
 
 lint:
 	$(CARGO) fmt --all -- --check
