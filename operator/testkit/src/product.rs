@@ -1,0 +1,201 @@
+//! What the three product servers share: the [`Received`] store, the "down" switch, injected
+//! faults and request counters, and the `/_admin/` routes exposing them to other processes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::received::{Received, ReceivedStats};
+
+/// A misbehaviour injected into a product server; faults queue up and apply to the next
+/// delivery requests in order (`count` requests each).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProductFault {
+    /// Answer `status` (429, 500, 503, 410...) with the product's error body, plus
+    /// `Retry-After: retry_after_secs` when set. Nothing is stored.
+    Status {
+        status: u16,
+        count: u32,
+        #[serde(default)]
+        retry_after_secs: Option<u64>,
+    },
+    /// Wait `delay_ms` before handling the request normally (slow product; client time-outs).
+    Delay { delay_ms: u64, count: u32 },
+}
+
+impl ProductFault {
+    /// `count` answers with `status` and no `Retry-After`.
+    pub fn status(status: u16, count: u32) -> ProductFault {
+        ProductFault::Status {
+            status,
+            count,
+            retry_after_secs: None,
+        }
+    }
+
+    /// `count` answers with `status` and `Retry-After: secs`.
+    pub fn status_retry_after(status: u16, count: u32, secs: u64) -> ProductFault {
+        ProductFault::Status {
+            status,
+            count,
+            retry_after_secs: Some(secs),
+        }
+    }
+
+    /// `count` requests delayed by `delay`.
+    pub fn delay(delay: Duration, count: u32) -> ProductFault {
+        ProductFault::Delay {
+            delay_ms: delay.as_millis() as u64,
+            count,
+        }
+    }
+}
+
+/// Counters of a product server, as served by `GET /_admin/stats`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ProductStats {
+    pub received: ReceivedStats,
+    /// Delivery requests seen (any outcome).
+    pub requests: u64,
+    /// Delivery requests by HTTP status answered.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Whether the server currently answers 503 to everything.
+    pub down: bool,
+    /// Faults still queued.
+    pub pending_faults: usize,
+}
+
+/// What the shared gate decided for a delivery request.
+pub(crate) enum Gate {
+    /// Answer this status (down or injected) without looking at the request.
+    Reject {
+        status: u16,
+        retry_after_secs: Option<u64>,
+    },
+    /// Proceed normally.
+    Pass,
+}
+
+pub(crate) struct ProductCore {
+    pub received: Received,
+    down: AtomicBool,
+    faults: Mutex<VecDeque<ProductFault>>,
+    by_status: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl ProductCore {
+    pub fn new(keep_records: bool) -> Arc<ProductCore> {
+        Arc::new(ProductCore {
+            received: Received::new(keep_records),
+            down: AtomicBool::new(false),
+            faults: Mutex::new(VecDeque::new()),
+            by_status: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn inject(&self, fault: ProductFault) {
+        self.faults.lock().unwrap().push_back(fault);
+    }
+
+    /// Applies "down" and the next queued fault (sleeping for delays).
+    pub async fn gate(&self) -> Gate {
+        if self.down.load(Ordering::SeqCst) {
+            return Gate::Reject {
+                status: 503,
+                retry_after_secs: Some(1),
+            };
+        }
+        let fault = {
+            let mut q = self.faults.lock().unwrap();
+            let fault = q.front_mut().map(|f| {
+                match f {
+                    ProductFault::Status { count, .. } | ProductFault::Delay { count, .. } => {
+                        *count = count.saturating_sub(1)
+                    }
+                }
+                f.clone()
+            });
+            if let Some(
+                ProductFault::Status { count: 0, .. } | ProductFault::Delay { count: 0, .. },
+            ) = q.front()
+            {
+                q.pop_front();
+            }
+            fault
+        };
+        match fault {
+            Some(ProductFault::Status {
+                status,
+                retry_after_secs,
+                ..
+            }) => Gate::Reject {
+                status,
+                retry_after_secs,
+            },
+            Some(ProductFault::Delay { delay_ms, .. }) => {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                Gate::Pass
+            }
+            None => Gate::Pass,
+        }
+    }
+
+    /// Counts one delivery request answered with `status`.
+    pub fn count(&self, status: u16) {
+        *self.by_status.lock().unwrap().entry(status).or_insert(0) += 1;
+    }
+
+    pub fn stats(&self) -> ProductStats {
+        let by_status = self.by_status.lock().unwrap().clone();
+        ProductStats {
+            received: self.received.stats(),
+            requests: by_status.values().sum(),
+            by_status,
+            down: self.down.load(Ordering::SeqCst),
+            pending_faults: self.faults.lock().unwrap().len(),
+        }
+    }
+
+    /// `/_admin/stats`, `/_admin/fault`, `/_admin/down`, `/_admin/clear`, `/_admin/records`.
+    pub fn admin_router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/_admin/stats", get(|State(c): State<Arc<ProductCore>>| async move { Json(c.stats()) }))
+            .route(
+                "/_admin/fault",
+                post(|State(c): State<Arc<ProductCore>>, Json(f): Json<ProductFault>| async move {
+                    c.inject(f);
+                    Json(c.stats())
+                }),
+            )
+            .route(
+                "/_admin/down",
+                post(|State(c): State<Arc<ProductCore>>, Json(d): Json<crate::admin::Down>| async move {
+                    c.set_down(d.down);
+                    Json(c.stats())
+                }),
+            )
+            .route(
+                "/_admin/clear",
+                post(|State(c): State<Arc<ProductCore>>| async move {
+                    c.received.clear();
+                    c.by_status.lock().unwrap().clear();
+                    c.faults.lock().unwrap().clear();
+                    Json(c.stats())
+                }),
+            )
+            .route("/_admin/records", get(|State(c): State<Arc<ProductCore>>| async move { Json(c.received.records()) }))
+            .with_state(self.clone())
+    }
+}

@@ -1,0 +1,1 @@
+//! Not yet written: being filled in right after the Okta server.
