@@ -13,7 +13,7 @@ use super::context::Context;
 use super::health::Health;
 use super::identity::SourceId;
 use super::plan::{self, Membership};
-use super::status::{announce, binding_health, now_rfc3339, write_status};
+use super::status::{BindingFacts, announce, binding_health, now_rfc3339, write_status};
 use super::{Error, requeue_for};
 use crate::api::conditions::{
     DELIVERING, Desired, Phase, StatusCommon, set_conditions, summary_conditions,
@@ -92,12 +92,14 @@ pub fn desired_status(binding: &ProductBinding, ctx: &Context) -> (ProductBindin
             binding_health(
                 Utc::now(),
                 binding,
-                &connector.name_any(),
-                &membership,
-                &planned,
-                report.as_ref(),
-                &source.collector_name(),
-                ctx.settings.deadlines,
+                BindingFacts {
+                    connector_name: &connector.name_any(),
+                    membership: &membership,
+                    planned: &planned,
+                    report: report.as_ref(),
+                    collector: &source.collector_name(),
+                    deadlines: ctx.settings.deadlines,
+                },
             )
         }
     };

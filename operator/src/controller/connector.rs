@@ -15,7 +15,7 @@ use super::context::Context;
 use super::health::{Health, rollup};
 use super::identity::SourceId;
 use super::plan::Membership;
-use super::status::{announce, binding_health, now_rfc3339, write_status};
+use super::status::{BindingFacts, announce, binding_health, now_rfc3339, write_status};
 use super::sync::{SyncOutcome, membership_problem, sync_source};
 use super::{Error, requeue_for};
 use crate::api::conditions::{
@@ -114,12 +114,14 @@ pub fn desired_status(
         let (health, _) = binding_health(
             now,
             &binding,
-            &connector.name_any(),
-            &membership,
-            planned,
-            outcome.report.as_ref(),
-            &collector,
-            ctx.settings.deadlines,
+            BindingFacts {
+                connector_name: &connector.name_any(),
+                membership: &membership,
+                planned,
+                report: outcome.report.as_ref(),
+                collector: &collector,
+                deadlines: ctx.settings.deadlines,
+            },
         );
         let product = binding
             .spec

@@ -71,6 +71,31 @@ impl LeaderElection {
         }
     }
 
+    /// Gives the lease up on a clean shutdown, so a standby takes over at once instead of after
+    /// the lease expires.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        if let Some(spec) = lease
+            .spec
+            .as_mut()
+            .filter(|s| s.holder_identity.as_deref() == Some(self.identity.as_str()))
+        {
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            if let Err(e) = self
+                .api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+            {
+                warn!(lease = %self.name, error = %e, "could not release the lease");
+            } else {
+                info!(lease = %self.name, "released the lease");
+            }
+        }
+    }
+
     /// One attempt: `Ok(true)` when we hold the lease afterwards.
     async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = jiff::Timestamp::now();

@@ -93,13 +93,14 @@ impl Error {
     }
 }
 
-/// How soon to look again when nothing else triggers a reconcile: soon while things are expected
-/// to change by themselves (a first delivery, a timeout), rarely once healthy.
+/// How soon to look again when no watch triggers a reconcile. Every change in Kubernetes (specs,
+/// Secrets, the collector's report) arrives through watches; these requeues only catch what
+/// changes with time alone: delivery deadlines, a collector that stops reporting, and a token
+/// fixed on Okta's side (re-checked after its cached verdict expires).
 pub fn requeue_for(phase: Phase) -> Action {
     Action::requeue(match phase {
-        Phase::Pending => Duration::from_secs(30),
-        Phase::Warning => Duration::from_secs(60),
-        Phase::Error => Duration::from_secs(120),
+        Phase::Pending | Phase::Warning => Duration::from_secs(120),
+        Phase::Error => Duration::from_secs(60),
         Phase::Ready => Duration::from_secs(300),
     })
 }
@@ -180,16 +181,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("unified-connectors-{}", uuid::Uuid::new_v4()));
-    if !args.no_leader_election {
-        readiness.set(true); // a standby is healthy
-        let election = leader::LeaderElection::new(
+    let election = (!args.no_leader_election).then(|| {
+        Arc::new(leader::LeaderElection::new(
             client.clone(),
             &args.namespace,
             &args.lease_name,
             identity.clone(),
-        );
+        ))
+    });
+    if let Some(election) = &election {
+        readiness.set(true); // a standby is healthy
         election.acquire().await;
         metrics.leader.set(1);
+        let election = election.clone();
         tokio::spawn(async move {
             election.hold().await;
             error!("lost the leader Lease; exiting so that only one replica reconciles");
@@ -370,6 +374,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     futures::join!(connector_controller, binding_controller);
     info!("controllers stopped");
+    if let Some(election) = election {
+        election.release().await;
+    }
     Ok(())
 }
 

@@ -41,7 +41,7 @@ impl Verdict {
 
 /// How long verdicts are trusted before asking Okta again.
 const VALID_TTL: Duration = Duration::from_secs(30 * 60);
-const REJECTED_TTL: Duration = Duration::from_secs(5 * 60);
+const REJECTED_TTL: Duration = Duration::from_secs(2 * 60);
 
 /// Where Okta lives: `https://{domain}` in production, a test server in tests.
 #[derive(Clone, Debug)]
@@ -74,10 +74,13 @@ impl OktaEndpoint {
     }
 }
 
+/// (domain, SHA-256 of the token): verdicts are per org and per token, never keyed by the token itself.
+type VerdictKey = (String, [u8; 32]);
+
 pub struct TokenChecker {
     http: reqwest::Client,
     endpoint: OktaEndpoint,
-    cache: Mutex<HashMap<(String, [u8; 32]), (Verdict, Instant)>>,
+    cache: Mutex<HashMap<VerdictKey, (Verdict, Instant)>>,
     metrics: Option<super::metrics::Metrics>,
 }
 

@@ -18,17 +18,30 @@ use crate::api::ProductBinding;
 use crate::api::conditions::Phase;
 use crate::contract::{CollectorReport, ProductHealth};
 
+/// What the operator knows about a binding's connector and collector.
+pub struct BindingFacts<'a> {
+    pub connector_name: &'a str,
+    pub membership: &'a Membership,
+    pub planned: &'a Result<PlannedProduct, BindingProblem>,
+    pub report: Option<&'a CollectorReport>,
+    pub collector: &'a str,
+    pub deadlines: Deadlines,
+}
+
 /// The health of one binding given everything known about it.
 pub fn binding_health(
     now: DateTime<Utc>,
     binding: &ProductBinding,
-    connector_name: &str,
-    membership: &Membership,
-    planned: &Result<PlannedProduct, BindingProblem>,
-    report: Option<&CollectorReport>,
-    collector: &str,
-    deadlines: Deadlines,
+    facts: BindingFacts<'_>,
 ) -> (Health, Option<ProductHealth>) {
+    let BindingFacts {
+        connector_name,
+        membership,
+        planned,
+        report,
+        collector,
+        deadlines,
+    } = facts;
     if let Err(p) = planned {
         return (Health::new(Phase::Error, p.reason, p.message.clone()), None);
     }
