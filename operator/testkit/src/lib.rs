@@ -21,6 +21,7 @@ pub mod admin;
 pub mod azure;
 pub mod hec;
 pub mod okta;
+mod probe;
 mod product;
 mod received;
 mod server;

@@ -71,6 +71,9 @@ pub struct ProductStats {
     pub down: bool,
     /// Faults still queued.
     pub pending_faults: usize,
+    /// Server-specific counters (`tokens_issued` for Azure, `repeated_message_ids` for webhooks...).
+    #[serde(default)]
+    pub extra: BTreeMap<String, u64>,
 }
 
 /// What the shared gate decided for a delivery request.
@@ -89,6 +92,7 @@ pub(crate) struct ProductCore {
     down: AtomicBool,
     faults: Mutex<VecDeque<ProductFault>>,
     by_status: Mutex<BTreeMap<u16, u64>>,
+    extra: Mutex<BTreeMap<String, u64>>,
 }
 
 impl ProductCore {
@@ -98,6 +102,7 @@ impl ProductCore {
             down: AtomicBool::new(false),
             faults: Mutex::new(VecDeque::new()),
             by_status: Mutex::new(BTreeMap::new()),
+            extra: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -157,6 +162,21 @@ impl ProductCore {
         *self.by_status.lock().unwrap().entry(status).or_insert(0) += 1;
     }
 
+    /// Adds one to a server-specific counter.
+    pub fn bump(&self, name: &str) {
+        *self
+            .extra
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_insert(0) += 1;
+    }
+
+    /// A server-specific counter.
+    pub fn extra(&self, name: &str) -> u64 {
+        self.extra.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+
     pub fn stats(&self) -> ProductStats {
         let by_status = self.by_status.lock().unwrap().clone();
         ProductStats {
@@ -165,6 +185,7 @@ impl ProductCore {
             by_status,
             down: self.down.load(Ordering::SeqCst),
             pending_faults: self.faults.lock().unwrap().len(),
+            extra: self.extra.lock().unwrap().clone(),
         }
     }
 
@@ -191,11 +212,44 @@ impl ProductCore {
                 post(|State(c): State<Arc<ProductCore>>| async move {
                     c.received.clear();
                     c.by_status.lock().unwrap().clear();
+                    c.extra.lock().unwrap().clear();
                     c.faults.lock().unwrap().clear();
                     Json(c.stats())
                 }),
             )
             .route("/_admin/records", get(|State(c): State<Arc<ProductCore>>| async move { Json(c.received.records()) }))
             .with_state(self.clone())
+    }
+}
+
+/// Request bodies may be large (HEC batches, oversized Azure calls that must get *our* 413):
+/// axum's default 2 MB extractor limit is lifted to this.
+pub(crate) const MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+
+/// Decodes a body according to `Content-Encoding` (`gzip` or identity), refusing to inflate
+/// beyond `max_decoded` bytes (a decompression bomb must not take the test process down).
+pub(crate) fn decode_body<'a>(
+    headers: &axum::http::HeaderMap,
+    body: &'a [u8],
+    max_decoded: usize,
+) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    use std::io::Read;
+    let encoding = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(std::borrow::Cow::Borrowed(body)),
+        Some("gzip") => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            let mut dec = flate2::read::GzDecoder::new(body).take(max_decoded as u64 + 1);
+            dec.read_to_end(&mut out)
+                .map_err(|e| format!("invalid gzip body: {e}"))?;
+            if out.len() > max_decoded {
+                return Err(format!("decompressed body larger than {max_decoded} bytes"));
+            }
+            Ok(std::borrow::Cow::Owned(out))
+        }
+        Some(other) => Err(format!("unsupported Content-Encoding '{other}'")),
     }
 }

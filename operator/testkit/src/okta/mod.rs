@@ -627,6 +627,9 @@ async fn admin_events(State(s): State<Arc<Shared>>, Json(a): Json<AddEvents>) ->
         .into_response()
 }
 
+/// An error answer, boxed (a `Response` is large to carry in every `Result`).
+type Refusal = Box<Response>;
+
 /// Okta's error body.
 fn okta_error(status: StatusCode, code: &str, summary: &str) -> Response {
     let id = format!("oae{}", events::okta_id(&mut rand::rng(), ""));
@@ -640,12 +643,12 @@ fn okta_error(status: StatusCode, code: &str, summary: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn bad_request(summary: &str) -> Response {
-    okta_error(
+fn bad_request(summary: &str) -> Refusal {
+    Box::new(okta_error(
         StatusCode::BAD_REQUEST,
         "E0000001",
         &format!("Api validation failed: {summary}"),
-    )
+    ))
 }
 
 fn add_rate_headers(resp: &mut Response, limit: u32, remaining: u32, reset: u64) {
@@ -673,7 +676,7 @@ struct LogQuery<'a> {
     descending: bool,
 }
 
-fn parse_query(q: &[(String, String)]) -> Result<LogQuery<'_>, Response> {
+fn parse_query(q: &[(String, String)]) -> Result<LogQuery<'_>, Refusal> {
     let mut out = LogQuery {
         since: None,
         until: None,
@@ -711,27 +714,27 @@ fn parse_query(q: &[(String, String)]) -> Result<LogQuery<'_>, Response> {
     Ok(out)
 }
 
-fn parse_time(name: &str, v: &str) -> Result<i64, Response> {
+fn parse_time(name: &str, v: &str) -> Result<i64, Refusal> {
     let t = DateTime::parse_from_rfc3339(v).map_err(|_| {
-        okta_error(
+        Box::new(okta_error(
             StatusCode::BAD_REQUEST,
             "E0000030",
             &format!("Bad request. Invalid date for '{name}': dates must be RFC 3339, like 2024-01-01T00:00:00.000Z"),
-        )
+        ))
     })?;
     let ms = t.timestamp_millis();
     if ms < Utc::now().timestamp_millis() - 180 * 86_400_000 {
-        return Err(okta_error(
+        return Err(Box::new(okta_error(
             StatusCode::BAD_REQUEST,
             "E0000053",
             &format!("Invalid date. '{name}' must be within the last 180 days"),
-        ));
+        )));
     }
     Ok(ms)
 }
 
 /// Cursor `<ms>_<n>`.
-fn parse_cursor(v: &str) -> Result<(i64, usize), Response> {
+fn parse_cursor(v: &str) -> Result<(i64, usize), Refusal> {
     v.split_once('_')
         .and_then(|(ms, n)| Some((ms.parse().ok()?, n.parse().ok()?)))
         .ok_or_else(|| bad_request("after: invalid cursor"))
@@ -1044,7 +1047,7 @@ impl Shared {
         }
         let page = match parse_query(q).and_then(|lq| self.page(org, prefix, headers, uri, &lq)) {
             Ok(p) => p,
-            Err(r) => return with_rate(r),
+            Err(r) => return with_rate(*r),
         };
         let mut body = page.body;
         match fault {
@@ -1076,7 +1079,7 @@ impl Shared {
         headers: &HeaderMap,
         uri: &Uri,
         q: &LogQuery,
-    ) -> Result<Page, Response> {
+    ) -> Result<Page, Refusal> {
         let endpoint = self.base(headers, prefix);
         let self_link = match uri.query() {
             Some(query) => format!("<{endpoint}?{query}>; rel=\"self\""),
@@ -1132,7 +1135,7 @@ impl Shared {
         self_link: String,
         q: &LogQuery,
         now: i64,
-    ) -> Result<Page, Response> {
+    ) -> Result<Page, Refusal> {
         let until = match q.until {
             Some(u) => parse_time("until", u)?,
             None => now,
@@ -1187,7 +1190,7 @@ impl Shared {
     }
 
     /// The caller's token info, or the 401 answer.
-    fn caller(&self, headers: &HeaderMap) -> Result<(Permission, String), Response> {
+    fn caller(&self, headers: &HeaderMap) -> Result<(Permission, String), Refusal> {
         ssws_token(headers)
             .and_then(|t| {
                 self.tokens
@@ -1197,17 +1200,17 @@ impl Shared {
                     .map(|i| (i.perm, i.user_id.clone()))
             })
             .ok_or_else(|| {
-                okta_error(
+                Box::new(okta_error(
                     StatusCode::UNAUTHORIZED,
                     "E0000011",
                     "Invalid token provided",
-                )
+                ))
             })
     }
 
     fn me(&self, org: &str, headers: &HeaderMap) -> Response {
         match self.caller(headers) {
-            Err(r) => r,
+            Err(r) => *r,
             Ok((_, id)) => Json(json!({
                 "id": id,
                 "status": "ACTIVE",
@@ -1228,7 +1231,7 @@ impl Shared {
 
     fn roles(&self, id: &str, headers: &HeaderMap) -> Response {
         let caller = match self.caller(headers) {
-            Err(r) => return r,
+            Err(r) => return *r,
             Ok(c) => c,
         };
         if !caller.0.reads_logs() {
