@@ -9,20 +9,49 @@ use uc_testkit::{hec, okta};
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let n = 200_000;
-    let s = okta::OktaServer::start(okta::Options { tokens: vec![("t".into(), okta::Permission::SuperAdmin)], ..okta::Options::unlimited() }).await;
+    let s = okta::OktaServer::start(okta::Options {
+        tokens: vec![("t".into(), okta::Permission::SuperAdmin)],
+        ..okta::Options::unlimited()
+    })
+    .await;
     let t = Instant::now();
-    s.generate_events(okta::DEFAULT_ORG, n, &okta::GenerateOptions { start: Some(chrono::Utc::now() - chrono::Duration::minutes(30)), ..Default::default() });
+    s.generate_events(
+        okta::DEFAULT_ORG,
+        n,
+        &okta::GenerateOptions {
+            start: Some(chrono::Utc::now() - chrono::Duration::minutes(30)),
+            ..Default::default()
+        },
+    );
     let gen_secs = t.elapsed().as_secs_f64();
-    println!("generate: {n} events in {gen_secs:.2} s ({:.0} events/s)", n as f64 / gen_secs);
+    println!(
+        "generate: {n} events in {gen_secs:.2} s ({:.0} events/s)",
+        n as f64 / gen_secs
+    );
 
     let client = reqwest::Client::new();
-    let mut url = format!("{}/api/v1/logs?limit=1000&since={}", s.url(), okta::events::okta_time(chrono::Utc::now() - chrono::Duration::hours(1)));
+    let mut url = format!(
+        "{}/api/v1/logs?limit=1000&since={}",
+        s.url(),
+        okta::events::okta_time(chrono::Utc::now() - chrono::Duration::hours(1))
+    );
     let t = Instant::now();
     let mut got = 0;
     let mut bytes = 0;
     loop {
-        let r = client.get(&url).header("Authorization", "SSWS t").send().await.unwrap();
-        let next = r.headers().get_all("link").iter().map(|v| v.to_str().unwrap().to_string()).find(|l| l.contains("rel=\"next\"")).unwrap();
+        let r = client
+            .get(&url)
+            .header("Authorization", "SSWS t")
+            .send()
+            .await
+            .unwrap();
+        let next = r
+            .headers()
+            .get_all("link")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|l| l.contains("rel=\"next\""))
+            .unwrap();
         let body = r.bytes().await.unwrap();
         bytes += body.len();
         url = next[1..next.find('>').unwrap()].to_string();
@@ -32,18 +61,39 @@ async fn main() {
         got += 1000;
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("okta pages: {got} events, {} MB in {secs:.2} s ({:.0} events/s, client included)", bytes / 1_000_000, got as f64 / secs);
+    println!(
+        "okta pages: {got} events, {} MB in {secs:.2} s ({:.0} events/s, client included)",
+        bytes / 1_000_000,
+        got as f64 / secs
+    );
 
-    let h = hec::HecServer::start(hec::Options { keep_records: false, ..Default::default() }).await;
+    let h = hec::HecServer::start(hec::Options {
+        keep_records: false,
+        ..Default::default()
+    })
+    .await;
     let batch: String = (0..500)
         .map(|i| format!(r#"{{"time":1700000000.5,"sourcetype":"OktaIM2:log","event":{{"uuid":"u-{i}","eventType":"user.session.start","pad":"{}"}}}}"#, "x".repeat(1500)))
         .collect();
     let t = Instant::now();
     let rounds = 200;
     for _ in 0..rounds {
-        let r = client.post(format!("{}/services/collector/event", h.url())).header("Authorization", format!("Splunk {}", hec::Options::DEFAULT_TOKEN)).body(batch.clone()).send().await.unwrap();
+        let r = client
+            .post(format!("{}/services/collector/event", h.url()))
+            .header(
+                "Authorization",
+                format!("Splunk {}", hec::Options::DEFAULT_TOKEN),
+            )
+            .body(batch.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("hec: {} envelopes in {secs:.2} s ({:.0} events/s, client included)", rounds * 500, (rounds * 500) as f64 / secs);
+    println!(
+        "hec: {} envelopes in {secs:.2} s ({:.0} events/s, client included)",
+        rounds * 500,
+        (rounds * 500) as f64 / secs
+    );
 }

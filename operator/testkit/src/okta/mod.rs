@@ -101,6 +101,9 @@ pub struct Options {
     pub rate_window: Duration,
     /// Base of the URLs in `Link` headers; default `http://<Host header>`.
     pub public_url: Option<String>,
+    /// Simultaneous `/api/v1/logs` requests per org (Okta: 15 / 35 / 75 by plan); beyond it,
+    /// 429 with `X-Rate-Limit-Limit: 0` and `-Remaining: 0`.
+    pub concurrency_limit: u32,
 }
 
 impl Default for Options {
@@ -113,6 +116,7 @@ impl Default for Options {
             rate_limit_per_org: 120,
             rate_window: Duration::from_secs(60),
             public_url: None,
+            concurrency_limit: 75,
         }
     }
 }
@@ -241,6 +245,9 @@ pub struct TokenChange {
     pub permission: Option<Permission>,
     #[serde(default)]
     pub revoke: bool,
+    /// Make the token known to this org only (default: every org).
+    #[serde(default)]
+    pub org: Option<String>,
 }
 
 /// Body of `POST /_admin/events`: append `events` as given, or `count` generated ones.
@@ -274,6 +281,8 @@ pub struct RateLimits {
 struct TokenInfo {
     perm: Permission,
     user_id: String,
+    /// The org the token belongs to; `None` = valid in every org (convenient in tests).
+    org: Option<String>,
 }
 
 const JOURNAL: usize = 10_000;
@@ -293,6 +302,8 @@ struct Shared {
     stats: Mutex<LogRequests>,
     journal: Mutex<VecDeque<LoggedRequest>>,
     live: Mutex<HashMap<String, JoinHandle<()>>>,
+    concurrency_limit: u32,
+    in_flight: Mutex<HashMap<String, u32>>,
 }
 
 /// A running fake Okta; stops when dropped.
@@ -331,9 +342,11 @@ impl OktaServer {
             stats: Mutex::default(),
             journal: Mutex::default(),
             live: Mutex::default(),
+            concurrency_limit: opts.concurrency_limit,
+            in_flight: Mutex::default(),
         });
         for (token, perm) in opts.tokens {
-            shared.add_token(&token, perm);
+            shared.add_token(&token, perm, None);
         }
         let running = Running::spawn(opts.port, router(shared.clone())).await?;
         let _ = shared.addr.set(running.addr);
@@ -362,7 +375,13 @@ impl OktaServer {
 
     /// Adds a token (or changes its permission); valid for every org.
     pub fn add_token(&self, token: &str, perm: Permission) {
-        self.shared.add_token(token, perm);
+        self.shared.add_token(token, perm, None);
+    }
+
+    /// Adds a token that only `org` knows, as with real Okta orgs: the same token sent to
+    /// another org gets 401 (tests that the operator wires each org's own token).
+    pub fn add_org_token(&self, org: &str, token: &str, perm: Permission) {
+        self.shared.add_token(token, perm, Some(normalize_org(org)));
     }
 
     /// Makes a token unknown (401 from now on).
@@ -583,15 +602,16 @@ async fn roles_default(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    s.roles(&id, &headers)
+    let org = s.default_org.clone();
+    s.roles(&org, &id, &headers)
 }
 
 async fn roles_org(
     State(s): State<Arc<Shared>>,
-    Path((_domain, id)): Path<(String, String)>,
+    Path((domain, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    s.roles(&id, &headers)
+    s.roles(&normalize_org(&domain), &id, &headers)
 }
 
 #[derive(Deserialize)]
@@ -608,7 +628,11 @@ async fn admin_tokens(State(s): State<Arc<Shared>>, Json(t): Json<TokenChange>) 
     if t.revoke {
         s.tokens.write().unwrap().remove(&t.token);
     } else {
-        s.add_token(&t.token, t.permission.unwrap_or(Permission::ReadOnlyAdmin));
+        s.add_token(
+            &t.token,
+            t.permission.unwrap_or(Permission::ReadOnlyAdmin),
+            t.org.as_deref().map(normalize_org),
+        );
     }
     Json(s.stats()).into_response()
 }
@@ -743,13 +767,37 @@ fn parse_cursor(v: &str) -> Result<(i64, usize), Refusal> {
 const SEVEN_DAYS_MS: i64 = 7 * 86_400_000;
 
 impl Shared {
-    fn add_token(&self, token: &str, perm: Permission) {
+    fn add_token(&self, token: &str, perm: Permission, org: Option<String>) {
         let mut tokens = self.tokens.write().unwrap();
         let user_id = tokens
             .get(token)
             .map(|t| t.user_id.clone())
             .unwrap_or_else(|| events::okta_id(&mut rand::rng(), "00u"));
-        tokens.insert(token.to_string(), TokenInfo { perm, user_id });
+        tokens.insert(token.to_string(), TokenInfo { perm, user_id, org });
+    }
+
+    /// The permission and user id of `token` in `org`, if `org` knows it.
+    /// Counts a request in flight for `org`, or `None` when the org's concurrency limit is reached.
+    fn enter(&self, org: &str) -> Option<InFlight<'_>> {
+        let mut m = self.in_flight.lock().unwrap();
+        let n = m.entry(org.to_string()).or_insert(0);
+        if *n >= self.concurrency_limit {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight {
+            shared: self,
+            org: org.to_string(),
+        })
+    }
+
+    fn token_info(&self, org: &str, token: &str) -> Option<(Permission, String)> {
+        let tokens = self.tokens.read().unwrap();
+        let info = tokens.get(token)?;
+        match &info.org {
+            Some(o) if o != org => None,
+            _ => Some((info.perm, info.user_id.clone())),
+        }
     }
 
     fn append(&self, org: &str, events: Vec<Value>, persisted: DateTime<Utc>) -> Vec<String> {
@@ -987,7 +1035,7 @@ impl Shared {
                 0,
             );
         }
-        let perm = token.and_then(|t| self.tokens.read().unwrap().get(t).map(|i| i.perm));
+        let perm = token.and_then(|t| self.token_info(org, t).map(|i| i.0));
         let (Some(token), Some(perm)) = (token, perm) else {
             return (
                 okta_error(
@@ -997,6 +1045,11 @@ impl Shared {
                 ),
                 0,
             );
+        };
+        let Some(_slot) = self.enter(org) else {
+            let mut r = too_many();
+            add_rate_headers(&mut r, 0, 0, rate::epoch_secs() + 1);
+            return (r, 0);
         };
         let (limit, take) = self.take(org, token);
         let with_rate = |mut r: Response| {
@@ -1190,15 +1243,9 @@ impl Shared {
     }
 
     /// The caller's token info, or the 401 answer.
-    fn caller(&self, headers: &HeaderMap) -> Result<(Permission, String), Refusal> {
+    fn caller(&self, org: &str, headers: &HeaderMap) -> Result<(Permission, String), Refusal> {
         ssws_token(headers)
-            .and_then(|t| {
-                self.tokens
-                    .read()
-                    .unwrap()
-                    .get(t)
-                    .map(|i| (i.perm, i.user_id.clone()))
-            })
+            .and_then(|t| self.token_info(org, t))
             .ok_or_else(|| {
                 Box::new(okta_error(
                     StatusCode::UNAUTHORIZED,
@@ -1209,7 +1256,7 @@ impl Shared {
     }
 
     fn me(&self, org: &str, headers: &HeaderMap) -> Response {
-        match self.caller(headers) {
+        match self.caller(org, headers) {
             Err(r) => *r,
             Ok((_, id)) => Json(json!({
                 "id": id,
@@ -1229,8 +1276,8 @@ impl Shared {
         }
     }
 
-    fn roles(&self, id: &str, headers: &HeaderMap) -> Response {
-        let caller = match self.caller(headers) {
+    fn roles(&self, org: &str, id: &str, headers: &HeaderMap) -> Response {
+        let caller = match self.caller(org, headers) {
             Err(r) => return *r,
             Ok(c) => c,
         };
@@ -1248,7 +1295,7 @@ impl Shared {
                 .read()
                 .unwrap()
                 .values()
-                .find(|t| t.user_id == id)
+                .find(|t| t.user_id == id && t.org.as_deref().is_none_or(|o| o == org))
                 .map(|t| t.perm)
         };
         let Some(perm) = target else {
@@ -1276,6 +1323,20 @@ impl Shared {
             Permission::NoAdminRole => vec![],
         };
         Json(roles).into_response()
+    }
+}
+
+/// A request in flight, counted against its org's concurrency limit until dropped.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    org: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.shared.in_flight.lock().unwrap().get_mut(&self.org) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 

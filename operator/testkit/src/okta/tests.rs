@@ -373,3 +373,57 @@ async fn live_feed_appends_events() {
         s.event_count("live.okta.com")
     );
 }
+
+#[tokio::test]
+async fn org_scoped_tokens_only_work_in_their_org() {
+    let s = server(Options::default()).await;
+    s.add_org_token("a.okta.com", "tok-a", Permission::ReadOnlyAdmin);
+    let a = format!("{}/api/v1/logs", s.org_url("a.okta.com"));
+    let b = format!("{}/api/v1/logs", s.org_url("b.okta.com"));
+    assert_eq!(get(&a, "tok-a").await.status(), 200);
+    assert_eq!(get(&b, "tok-a").await.status(), 401);
+    assert_eq!(
+        get(
+            &format!("{}/api/v1/users/me", s.org_url("b.okta.com")),
+            "tok-a"
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(
+        get(&b, TOKEN).await.status(),
+        200,
+        "global tokens work everywhere"
+    );
+}
+
+#[tokio::test]
+async fn concurrency_limit_answers_429_with_zero_limit() {
+    let s = server(Options {
+        concurrency_limit: 1,
+        ..Options::default()
+    })
+    .await;
+    s.inject(Fault::Delay {
+        delay_ms: 500,
+        count: 1,
+    });
+    let url = format!("{}/api/v1/logs", s.url());
+    let slow = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url, TOKEN).await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = get(&url, TOKEN).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        (
+            r.headers()["x-rate-limit-limit"].to_str().unwrap(),
+            r.headers()["x-rate-limit-remaining"].to_str().unwrap()
+        ),
+        ("0", "0")
+    );
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(get(&url, TOKEN).await.status(), 200, "slot released");
+}
