@@ -849,36 +849,42 @@ impl Shared {
         let start = opts.start.unwrap_or_else(Utc::now).timestamp_millis();
         let log = self.org(org);
         let mut uuids = Vec::with_capacity(n);
+        // Large batches render from pre-serialised templates (fast); small ones (live feeds)
+        // build each event from scratch (more variety, no template set-up cost).
+        let templates = (n >= 256).then(|| events::Templates::new(&mut rng, &opts.event_types));
+        let mut buf = Vec::new();
         // Serialise outside the lock; append in chunks so readers are not blocked for long.
         for chunk_start in (0..n).step_by(1000) {
-            let chunk: Vec<(Vec<u8>, i64, i64, String)> = (chunk_start..n.min(chunk_start + 1000))
-                .map(|i| {
-                    let persisted = start + (i as i64) * opts.spacing_ms as i64;
-                    let lag = if opts.max_published_lag_ms > 0 {
-                        rng.random_range(0..=opts.max_published_lag_ms)
-                    } else {
-                        0
-                    };
-                    let published = persisted - lag as i64;
-                    let ty = (!opts.event_types.is_empty())
-                        .then(|| opts.event_types[i % opts.event_types.len()].as_str());
-                    let t = DateTime::from_timestamp_millis(published).unwrap_or_else(Utc::now);
-                    let e = events::log_event(&mut rng, t, ty);
-                    let uuid = e["uuid"]
-                        .as_str()
-                        .expect("generated events have a uuid")
-                        .to_string();
-                    (
-                        serde_json::to_vec(&e).expect("a Value serialises"),
-                        persisted,
-                        published,
-                        uuid,
-                    )
-                })
-                .collect();
+            buf.clear();
+            let mut chunk = Vec::with_capacity(1000);
+            for i in chunk_start..n.min(chunk_start + 1000) {
+                let persisted = start + (i as i64) * opts.spacing_ms as i64;
+                let lag = if opts.max_published_lag_ms > 0 {
+                    rng.random_range(0..=opts.max_published_lag_ms)
+                } else {
+                    0
+                };
+                let published = persisted - lag as i64;
+                let t = DateTime::from_timestamp_millis(published).unwrap_or_else(Utc::now);
+                let from = buf.len();
+                let uuid = match &templates {
+                    Some(templates) => templates.render(&mut rng, i, t, &mut buf),
+                    None => {
+                        let ty = (!opts.event_types.is_empty())
+                            .then(|| opts.event_types[i % opts.event_types.len()].as_str());
+                        let e = events::log_event(&mut rng, t, ty);
+                        serde_json::to_writer(&mut buf, &e).expect("a Value serialises");
+                        e["uuid"]
+                            .as_str()
+                            .expect("generated events have a uuid")
+                            .to_string()
+                    }
+                };
+                chunk.push((from..buf.len(), persisted, published, uuid));
+            }
             let mut log = log.write().unwrap();
-            for (json, persisted, published, uuid) in chunk {
-                log.push(&json, persisted, published, Some(uuid.clone()));
+            for (range, persisted, published, uuid) in chunk {
+                log.push(&buf[range], persisted, published, Some(uuid.clone()));
                 uuids.push(uuid);
             }
         }
