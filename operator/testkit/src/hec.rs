@@ -17,6 +17,11 @@
 //!
 //! `GET /services/collector/health` -> 200 code 17 "HEC is healthy" (503 code 18 while down).
 //! Stored records are whole envelopes; their uuid is `event.uuid`.
+//!
+//! With [`Options::indexer_ack`], requests need a channel (`X-Splunk-Request-Channel: <GUID>`,
+//! else 400 code 10/11), successes carry `"ackId": n` (per channel, from 0), and
+//! `POST /services/collector/ack` with `{"acks":[ids]}` answers `{"acks":{"id":true|false}}`
+//! (every indexed batch is acknowledged at once; an id reads `true` once).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -50,6 +55,9 @@ pub struct Options {
     pub allowed_indexes: Option<Vec<String>>,
     /// Splunk's `max_content_length` (limits.conf, default 800 MB) -> 413 beyond.
     pub max_content_length: usize,
+    /// Indexer acknowledgement: requests need a channel, answers carry `ackId`, and
+    /// `POST /services/collector/ack` reports them.
+    pub indexer_ack: bool,
     /// Keep whole envelopes (tests) or only counters and uuids (benchmarks).
     pub keep_records: bool,
 }
@@ -66,6 +74,7 @@ impl Default for Options {
             allowed_indexes: None,
             max_content_length: 800 * 1024 * 1024,
             keep_records: true,
+            indexer_ack: false,
         }
     }
 }
@@ -76,6 +85,8 @@ struct Shared {
     tokens: Mutex<HashMap<String, bool>>,
     allowed_indexes: Option<HashSet<String>>,
     max_content_length: usize,
+    /// Channels and their ack ids, when indexer acknowledgement is on.
+    acks: Option<Mutex<HashMap<String, Channel>>>,
 }
 
 /// A running fake HEC; stops when dropped.
@@ -98,12 +109,14 @@ impl HecServer {
             tokens: Mutex::new(opts.tokens.iter().map(|t| (t.clone(), true)).collect()),
             allowed_indexes: opts.allowed_indexes.map(|v| v.into_iter().collect()),
             max_content_length: opts.max_content_length,
+            acks: opts.indexer_ack.then(Default::default),
         });
         let router = Router::new()
             .route("/services/collector/event", post(collect))
             .route("/services/collector/event/1.0", post(collect))
             .route("/services/collector", post(collect))
             .route("/services/collector/health", get(health))
+            .route("/services/collector/ack", post(ack))
             .with_state(shared.clone())
             .merge(shared.core.admin_router())
             .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES));
@@ -195,6 +208,120 @@ struct Envelope {
     index: Option<String>,
 }
 
+/// Checks `Authorization: Splunk <token>` the way Splunk answers.
+fn authorize(s: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return Err(Box::new(hec(
+            StatusCode::UNAUTHORIZED,
+            "Token is required",
+            2,
+            None,
+        )));
+    };
+    let Some(token) = auth
+        .to_str()
+        .ok()
+        .and_then(|a| a.strip_prefix("Splunk "))
+        .map(str::trim)
+    else {
+        return Err(Box::new(hec(
+            StatusCode::UNAUTHORIZED,
+            "Invalid authorization",
+            3,
+            None,
+        )));
+    };
+    match s.tokens.lock().unwrap().get(token) {
+        None => {
+            return Err(Box::new(hec(
+                StatusCode::FORBIDDEN,
+                "Invalid token",
+                4,
+                None,
+            )));
+        }
+        Some(false) => {
+            return Err(Box::new(hec(
+                StatusCode::FORBIDDEN,
+                "Token disabled",
+                1,
+                None,
+            )));
+        }
+        Some(true) => {}
+    }
+    Ok(())
+}
+
+/// With indexer acknowledgement on, the request's channel (header `X-Splunk-Request-Channel`
+/// or query `channel`, a GUID); `None` when acknowledgement is off.
+fn channel(s: &Shared, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
+    let Some(acks) = &s.acks else { return Ok(None) };
+    let Some(ch) = headers
+        .get("x-splunk-request-channel")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(Box::new(hec(
+            StatusCode::BAD_REQUEST,
+            "Data channel is missing",
+            10,
+            None,
+        )));
+    };
+    if uuid::Uuid::parse_str(ch.trim()).is_err() {
+        return Err(Box::new(hec(
+            StatusCode::BAD_REQUEST,
+            "Invalid data channel",
+            11,
+            None,
+        )));
+    }
+    acks.lock()
+        .unwrap()
+        .entry(ch.trim().to_string())
+        .or_default();
+    Ok(Some(ch.trim().to_string()))
+}
+
+/// Per channel: the next ack id, and the ids issued and not yet queried.
+#[derive(Default)]
+struct Channel {
+    next: u64,
+    pending: HashSet<u64>,
+}
+
+#[derive(Deserialize)]
+struct AckQuery {
+    acks: Vec<u64>,
+}
+
+/// `POST /services/collector/ack`: every indexed batch is acknowledged at once; an id reads
+/// `true` once and is then forgotten, as Splunk does.
+async fn ack(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return *r;
+    }
+    let Some(acks) = &s.acks else {
+        return hec(StatusCode::BAD_REQUEST, "ACK is disabled", 14, None);
+    };
+    let ch = match channel(&s, &headers) {
+        Ok(Some(c)) => c,
+        Ok(None) => unreachable!("acks are on"),
+        Err(r) => return *r,
+    };
+    let Ok(q) = serde_json::from_slice::<AckQuery>(&body) else {
+        return hec(StatusCode::BAD_REQUEST, "Invalid data format", 6, None);
+    };
+    let mut acks = acks.lock().unwrap();
+    let chan = acks.entry(ch).or_default();
+    let answer: serde_json::Map<String, Value> = q
+        .acks
+        .iter()
+        .map(|id| (id.to_string(), Value::Bool(chan.pending.remove(id))))
+        .collect();
+    Json(json!({ "acks": answer })).into_response()
+}
+
 async fn collect_inner(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     if let Gate::Reject {
         status,
@@ -213,22 +340,13 @@ async fn collect_inner(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response
         }
         return r;
     }
-    let Some(auth) = headers.get(header::AUTHORIZATION) else {
-        return hec(StatusCode::UNAUTHORIZED, "Token is required", 2, None);
-    };
-    let Some(token) = auth
-        .to_str()
-        .ok()
-        .and_then(|a| a.strip_prefix("Splunk "))
-        .map(str::trim)
-    else {
-        return hec(StatusCode::UNAUTHORIZED, "Invalid authorization", 3, None);
-    };
-    match s.tokens.lock().unwrap().get(token) {
-        None => return hec(StatusCode::FORBIDDEN, "Invalid token", 4, None),
-        Some(false) => return hec(StatusCode::FORBIDDEN, "Token disabled", 1, None),
-        Some(true) => {}
+    if let Err(r) = authorize(s, headers) {
+        return *r;
     }
+    let channel = match channel(s, headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     if body.len() > s.max_content_length {
         return hec(StatusCode::PAYLOAD_TOO_LARGE, "Content too large", 27, None);
     }
@@ -316,7 +434,20 @@ async fn collect_inner(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response
     if !items.is_empty() {
         s.core.received.accept(items);
     }
-    error.unwrap_or_else(|| hec(StatusCode::OK, "Success", 0, None))
+    if let Some(e) = error {
+        return e;
+    }
+    match (&s.acks, channel) {
+        (Some(acks), Some(ch)) => {
+            let mut acks = acks.lock().unwrap();
+            let chan = acks.entry(ch).or_default();
+            let id = chan.next;
+            chan.next += 1;
+            chan.pending.insert(id);
+            Json(json!({ "text": "Success", "code": 0, "ackId": id })).into_response()
+        }
+        _ => hec(StatusCode::OK, "Success", 0, None),
+    }
 }
 
 #[cfg(test)]

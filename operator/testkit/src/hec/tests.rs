@@ -165,3 +165,43 @@ async fn gzip_bodies_health_and_busy() {
     assert_eq!(stats.received.unique, 2);
     assert_eq!(stats.by_status[&503], 2);
 }
+
+#[tokio::test]
+async fn indexer_acknowledgement_needs_a_channel_and_reports_ack_ids_once() {
+    let s = HecServer::start(Options {
+        indexer_ack: true,
+        ..Options::default()
+    })
+    .await;
+    let auth = format!("Splunk {TOKEN}");
+    assert_eq!(
+        post(&s, Some(&auth), &envelope("a")).await.1["code"],
+        10,
+        "channel required"
+    );
+    let channel = "0f7c1b3e-8c43-4a8e-9d2a-5b8f2b3c4d5e";
+    let send = |body: String| {
+        client()
+            .post(format!("{}/services/collector/event", s.url()))
+            .header("authorization", &auth)
+            .header("x-splunk-request-channel", channel)
+            .body(body)
+            .send()
+    };
+    let r: Value = send(envelope("a")).await.unwrap().json().await.unwrap();
+    assert_eq!(r, json!({"text": "Success", "code": 0, "ackId": 0}));
+    let r: Value = send(envelope("b")).await.unwrap().json().await.unwrap();
+    assert_eq!(r["ackId"], 1);
+    let ack = |ids: Value| {
+        client()
+            .post(format!("{}/services/collector/ack", s.url()))
+            .header("authorization", &auth)
+            .header("x-splunk-request-channel", channel)
+            .json(&json!({ "acks": ids }))
+            .send()
+    };
+    let r: Value = ack(json!([0, 1, 7])).await.unwrap().json().await.unwrap();
+    assert_eq!(r, json!({"acks": {"0": true, "1": true, "7": false}}));
+    let r: Value = ack(json!([0])).await.unwrap().json().await.unwrap();
+    assert_eq!(r, json!({"acks": {"0": false}}), "an ack is reported once");
+}
