@@ -215,3 +215,59 @@ impl Default for Received {
         Received::new(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(uuid: Option<&str>) -> Item {
+        Item {
+            uuid: uuid.map(str::to_string),
+            record: Some(json!({ "uuid": uuid })),
+        }
+    }
+
+    #[test]
+    fn counts_duplicates_missing_and_records() {
+        let r = Received::new(true);
+        r.accept(vec![item(Some("a")), item(Some("b")), item(None)]);
+        r.accept(vec![item(Some("a"))]);
+        let s = r.stats();
+        assert_eq!(
+            s,
+            ReceivedStats {
+                total: 4,
+                unique: 2,
+                duplicates: 1,
+                without_uuid: 1,
+                batches: 2
+            }
+        );
+        assert_eq!(r.count("a"), 2);
+        assert_eq!(r.duplicated(), vec![("a".to_string(), 2)]);
+        assert_eq!(r.missing(["a", "c", "b", "d"]), ["c", "d"]);
+        assert_eq!(r.records().len(), 4);
+        r.clear();
+        assert_eq!(r.stats(), ReceivedStats::default());
+        let counters = Received::new(false);
+        counters.accept(vec![item(Some("a"))]);
+        assert!(counters.records().is_empty());
+        assert_eq!(counters.unique(), 1);
+    }
+
+    #[tokio::test]
+    async fn waits_until_enough_arrived_or_times_out() {
+        let r = Received::new(false);
+        assert!(!r.wait_for_unique(1, Duration::from_millis(50)).await);
+        let r2 = r.clone();
+        tokio::spawn(async move {
+            for i in 0..3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                r2.accept(vec![item(Some(&i.to_string()))]);
+            }
+        });
+        assert!(r.wait_for_unique(3, Duration::from_secs(2)).await);
+        assert!(r.wait_for_total(3, Duration::from_millis(1)).await);
+    }
+}
