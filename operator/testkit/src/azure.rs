@@ -11,9 +11,9 @@
 //!   issued here and not expired (else 401), known DCR (else 404) and stream (else 400), body as
 //!   sent at most [`Options::max_body_bytes`] (1 MB, else 413), optional `Content-Encoding: gzip`,
 //!   a JSON array of objects (else 400). Success: 204 and the records are stored in
-//!   [`Received`], keyed by the string at [`Options::uuid_path`].
+//!   [`crate::Received`], keyed by the string at [`Options::uuid_path`].
 //!
-//! Faults ([`ProductFault`]), "down" (503 + `Retry-After`) and the `/_admin/` API of
+//! Faults ([`crate::ProductFault`]), "down" (503 + `Retry-After`) and the `/_admin/` API of
 //! [`crate::admin`] apply to ingestion requests; `POST /_admin/expire_tokens` expires every
 //! issued token (the collector must fetch a new one).
 
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Form, Json, Router};
@@ -32,10 +32,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::probe::{self, Shape};
-use crate::product::{Gate, MAX_REQUEST_BYTES, ProductCore, decode_body};
+use crate::product::{MAX_REQUEST_BYTES, ProductCore, decode_body};
 use crate::received::Item;
 use crate::server::Running;
-use crate::{ProductFault, ProductStats, Received};
 
 /// The scope the Logs Ingestion API requires.
 pub const SCOPE: &str = "https://monitor.azure.com//.default";
@@ -142,11 +141,6 @@ impl AzureServer {
         &self.shared.opts
     }
 
-    /// Records accepted by the ingestion endpoint.
-    pub fn received(&self) -> &Received {
-        &self.shared.core.received
-    }
-
     /// Tokens issued so far (a collector caching its token asks rarely).
     pub fn tokens_issued(&self) -> u64 {
         self.shared.core.extra("tokens_issued")
@@ -157,19 +151,9 @@ impl AzureServer {
         self.shared.expire_tokens();
     }
 
-    /// Queues a fault for the next ingestion requests.
-    pub fn inject(&self, fault: ProductFault) {
-        self.shared.core.inject(fault);
-    }
-
-    /// While down, ingestion answers 503 with `Retry-After: 1`.
-    pub fn set_down(&self, down: bool) {
-        self.shared.core.set_down(down);
-    }
-
-    pub fn stats(&self) -> ProductStats {
-        self.shared.core.stats()
-    }
+    crate::product::product_server_methods!(
+        "While down, ingestion answers 503 with `Retry-After: 1`."
+    );
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -328,22 +312,12 @@ async fn ingest_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    if let Gate::Reject {
-        status,
-        retry_after_secs,
-    } = s.core.gate().await
-    {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let mut r = ingest_error(
-            status,
+    if let Err(rej) = s.core.gate().await {
+        return rej.answer(ingest_error(
+            rej.status,
             "ServiceUnavailable",
             "Injected failure (test server).",
-        );
-        if let Some(secs) = retry_after_secs {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        return r;
+        ));
     }
     let bearer = headers
         .get(header::AUTHORIZATION)

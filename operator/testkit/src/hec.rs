@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,10 +36,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::probe::{Shape, UuidField};
-use crate::product::{Gate, MAX_REQUEST_BYTES, ProductCore, decode_body};
+use crate::product::{MAX_REQUEST_BYTES, ProductCore, decode_body};
 use crate::received::Item;
 use crate::server::Running;
-use crate::{ProductFault, ProductStats, Received};
 
 /// The sourcetype of Okta events in Splunk's Okta add-on.
 pub const OKTA_SOURCETYPE: &str = "OktaIM2:log";
@@ -150,23 +149,7 @@ impl HecServer {
         self.shared.tokens.lock().unwrap().remove(token);
     }
 
-    /// Accepted envelopes (uuid = `event.uuid`).
-    pub fn received(&self) -> &Received {
-        &self.shared.core.received
-    }
-
-    pub fn inject(&self, fault: ProductFault) {
-        self.shared.core.inject(fault);
-    }
-
-    /// While down, everything answers 503 code 9.
-    pub fn set_down(&self, down: bool) {
-        self.shared.core.set_down(down);
-    }
-
-    pub fn stats(&self) -> ProductStats {
-        self.shared.core.stats()
-    }
+    crate::product::product_server_methods!("While down, everything answers 503 code 9.");
 }
 
 fn hec(status: StatusCode, text: &str, code: u32, invalid_event: Option<usize>) -> Response {
@@ -323,22 +306,12 @@ async fn ack(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> R
 }
 
 async fn collect_inner(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    if let Gate::Reject {
-        status,
-        retry_after_secs,
-    } = s.core.gate().await
-    {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let mut r = if status == StatusCode::SERVICE_UNAVAILABLE {
-            hec(status, "Server is busy", 9, None)
+    if let Err(rej) = s.core.gate().await {
+        return rej.answer(if rej.status == StatusCode::SERVICE_UNAVAILABLE {
+            hec(rej.status, "Server is busy", 9, None)
         } else {
-            hec(status, "Internal server error (injected)", 8, None)
-        };
-        if let Some(secs) = retry_after_secs {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        return r;
+            hec(rej.status, "Internal server error (injected)", 8, None)
+        });
     }
     if let Err(r) = authorize(s, headers) {
         return *r;

@@ -76,15 +76,59 @@ pub struct ProductStats {
     pub extra: BTreeMap<String, u64>,
 }
 
-/// What the shared gate decided for a delivery request.
-pub(crate) enum Gate {
-    /// Answer this status (down or injected) without looking at the request.
-    Reject {
-        status: u16,
-        retry_after_secs: Option<u64>,
-    },
-    /// Proceed normally.
-    Pass,
+/// The methods every product server has, delegating to its `shared.core` ([`ProductCore`]).
+macro_rules! product_server_methods {
+    ($down_doc:literal) => {
+        /// Records accepted so far (what tests assert "exactly once" on).
+        pub fn received(&self) -> &$crate::Received {
+            &self.shared.core.received
+        }
+
+        /// Queues a fault for the next delivery requests.
+        pub fn inject(&self, fault: $crate::ProductFault) {
+            self.shared.core.inject(fault);
+        }
+
+        #[doc = $down_doc]
+        pub fn set_down(&self, down: bool) {
+            self.shared.core.set_down(down);
+        }
+
+        /// Counters, as served by `GET /_admin/stats`.
+        pub fn stats(&self) -> $crate::ProductStats {
+            self.shared.core.stats()
+        }
+    };
+}
+pub(crate) use product_server_methods;
+
+/// A delivery request the shared gate refused (down, or an injected status).
+pub(crate) struct Rejected {
+    pub status: axum::http::StatusCode,
+    retry_after_secs: Option<u64>,
+}
+
+impl Rejected {
+    fn new(status: u16, retry_after_secs: Option<u64>) -> Rejected {
+        let status = axum::http::StatusCode::from_u16(status)
+            .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        Rejected {
+            status,
+            retry_after_secs,
+        }
+    }
+
+    /// `body` (the product's own error answer) with the refusal's status and `Retry-After`.
+    pub fn answer(&self, mut body: axum::response::Response) -> axum::response::Response {
+        *body.status_mut() = self.status;
+        if let Some(secs) = self.retry_after_secs {
+            body.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        body
+    }
 }
 
 pub(crate) struct ProductCore {
@@ -115,12 +159,9 @@ impl ProductCore {
     }
 
     /// Applies "down" and the next queued fault (sleeping for delays).
-    pub async fn gate(&self) -> Gate {
+    pub async fn gate(&self) -> Result<(), Rejected> {
         if self.down.load(Ordering::SeqCst) {
-            return Gate::Reject {
-                status: 503,
-                retry_after_secs: Some(1),
-            };
+            return Err(Rejected::new(503, Some(1)));
         }
         let fault = {
             let mut q = self.faults.lock().unwrap();
@@ -145,15 +186,12 @@ impl ProductCore {
                 status,
                 retry_after_secs,
                 ..
-            }) => Gate::Reject {
-                status,
-                retry_after_secs,
-            },
+            }) => Err(Rejected::new(status, retry_after_secs)),
             Some(ProductFault::Delay { delay_ms, .. }) => {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                Gate::Pass
+                Ok(())
             }
-            None => Gate::Pass,
+            None => Ok(()),
         }
     }
 

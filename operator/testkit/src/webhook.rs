@@ -6,11 +6,11 @@
 //! any of which may match; each is base64 HMAC-SHA256 of `"{id}.{timestamp}.{body}"` keyed by the
 //! base64-decoded part of a `whsec_` secret, any of [`Options::secrets`] to allow rotation).
 //! Missing headers -> 400; stale timestamp or no matching signature -> 401; body not a JSON
-//! array -> 400; success -> 204 and the records are stored in [`Received`] (uuid at top-level
+//! array -> 400; success -> 204 and the records are stored in [`crate::Received`] (uuid at top-level
 //! `uuid`). A `webhook-id` seen again is counted (`repeated_message_ids`): senders must reuse
 //! the id when they retry the same message, and receivers deduplicate on it.
 //!
-//! Faults ([`ProductFault`]: 429/5xx with `Retry-After`, 410 "endpoint disabled"), "down" and the
+//! Faults ([`crate::ProductFault`]: 429/5xx with `Retry-After`, 410 "endpoint disabled"), "down" and the
 //! `/_admin/` API of [`crate::admin`] apply to deliveries.
 
 use std::collections::HashSet;
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -30,10 +30,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::probe::{self, Shape};
-use crate::product::{Gate, MAX_REQUEST_BYTES, ProductCore};
+use crate::product::{MAX_REQUEST_BYTES, ProductCore};
 use crate::received::Item;
 use crate::server::Running;
-use crate::{ProductFault, ProductStats, Received};
 
 /// Standard base64 (the encoding of Standard Webhooks secrets and signatures).
 pub(crate) fn b64(bytes: &[u8]) -> String {
@@ -153,27 +152,14 @@ impl WebhookServer {
         *self.shared.keys.lock().unwrap() = keys;
     }
 
-    pub fn received(&self) -> &Received {
-        &self.shared.core.received
-    }
-
     /// Deliveries whose `webhook-id` had already been accepted.
     pub fn repeated_message_ids(&self) -> u64 {
         self.shared.core.extra("repeated_message_ids")
     }
 
-    pub fn inject(&self, fault: ProductFault) {
-        self.shared.core.inject(fault);
-    }
-
-    /// While down, deliveries get 503 with `Retry-After: 1`.
-    pub fn set_down(&self, down: bool) {
-        self.shared.core.set_down(down);
-    }
-
-    pub fn stats(&self) -> ProductStats {
-        self.shared.core.stats()
-    }
+    crate::product::product_server_methods!(
+        "While down, deliveries get 503 with `Retry-After: 1`."
+    );
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -187,18 +173,8 @@ async fn deliver(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
 }
 
 async fn deliver_inner(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    if let Gate::Reject {
-        status,
-        retry_after_secs,
-    } = s.core.gate().await
-    {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let mut r = refuse(status, "injected failure (test server)");
-        if let Some(secs) = retry_after_secs {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        return r;
+    if let Err(rej) = s.core.gate().await {
+        return rej.answer(refuse(rej.status, "injected failure (test server)"));
     }
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(id), Some(ts), Some(sigs)) = (

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use super::*;
+use crate::ProductFault;
 use crate::test_util::client;
 
 async fn get_token(s: &AzureServer, form: &[(&str, &str)]) -> reqwest::Response {

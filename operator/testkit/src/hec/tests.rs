@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::test_util::client;
+use crate::{ProductFault, ProductStats};
 
 const TOKEN: &str = Options::DEFAULT_TOKEN;
 

@@ -176,6 +176,13 @@ pub fn log_event(rng: &mut impl Rng, published: DateTime<Utc>, event_type: Optio
     let request_id = format!("Z{}AAA", okta_id(rng, "").to_uppercase());
     let session = format!("102{}", okta_id(rng, ""));
     let user_id = okta_id(rng, "00u");
+    let geo = json!({
+        "city": city,
+        "state": state,
+        "country": country,
+        "postalCode": postal,
+        "geolocation": { "lat": lat, "lon": lon }
+    });
     json!({
         "actor": {
             "id": user_id,
@@ -190,13 +197,7 @@ pub fn log_event(rng: &mut impl Rng, published: DateTime<Utc>, event_type: Optio
             "device": "Computer",
             "id": null,
             "ipAddress": ip,
-            "geographicalContext": {
-                "city": city,
-                "state": state,
-                "country": country,
-                "postalCode": postal,
-                "geolocation": { "lat": lat, "lon": lon }
-            }
+            "geographicalContext": geo
         },
         "device": null,
         "authenticationContext": {
@@ -240,13 +241,7 @@ pub fn log_event(rng: &mut impl Rng, published: DateTime<Utc>, event_type: Optio
         "request": {
             "ipChain": [{
                 "ip": ip,
-                "geographicalContext": {
-                    "city": city,
-                    "state": state,
-                    "country": country,
-                    "postalCode": postal,
-                    "geolocation": { "lat": lat, "lon": lon }
-                },
+                "geographicalContext": geo,
                 "version": "V4",
                 "source": null
             }]

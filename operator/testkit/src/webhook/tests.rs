@@ -1,6 +1,7 @@
 //! Contract tests of the Standard Webhooks receiver.
 
 use super::*;
+use crate::ProductFault;
 use crate::test_util::client;
 
 async fn send(s: &WebhookServer, id: &str, ts: i64, sig: &str, body: &[u8]) -> reqwest::Response {
