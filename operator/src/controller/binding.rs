@@ -22,18 +22,12 @@ use crate::api::{ProductBinding, ProductBindingStatus};
 use crate::contract::{DeliveryState, ProductHealth};
 
 pub async fn reconcile(binding: Arc<ProductBinding>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let key = format!(
-        "ProductBinding/{}/{}",
-        binding.namespace().unwrap_or_default(),
-        binding.name_any()
-    );
-    let result = reconcile_inner(binding, &ctx).await;
-    super::observe(&ctx, "ProductBinding", started);
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
-    result
+    super::instrumented(
+        binding.clone().as_ref(),
+        &ctx,
+        reconcile_inner(binding.clone(), &ctx),
+    )
+    .await
 }
 
 async fn reconcile_inner(binding: Arc<ProductBinding>, ctx: &Context) -> Result<Action, Error> {

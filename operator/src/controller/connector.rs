@@ -32,18 +32,12 @@ pub async fn reconcile(
     connector: Arc<UnifiedConnector>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let key = format!(
-        "UnifiedConnector/{}/{}",
-        connector.namespace().unwrap_or_default(),
-        connector.name_any()
-    );
-    let result = reconcile_inner(connector, &ctx).await;
-    super::observe(&ctx, "UnifiedConnector", started);
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
-    result
+    super::instrumented(
+        connector.clone().as_ref(),
+        &ctx,
+        reconcile_inner(connector.clone(), &ctx),
+    )
+    .await
 }
 
 async fn reconcile_inner(
@@ -61,11 +55,7 @@ async fn reconcile_inner(
                 // The store shows this connector as deleting, so the sync leaves it out: the
                 // collector drops its products, or is deleted if it was the last user.
                 sync_source(ctx, &SourceId::of(&c)).await?;
-                ctx.forget_status(&format!(
-                    "UnifiedConnector/{}/{}",
-                    c.namespace().unwrap_or_default(),
-                    c.name_any()
-                ));
+                ctx.forget_status(&super::object_key(c.as_ref()));
                 Ok(Action::await_change())
             }
         }

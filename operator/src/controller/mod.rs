@@ -544,14 +544,36 @@ fn update_gauges(ctx: &Context) {
         .set(ctx.stores.deployments.state().len() as i64);
 }
 
-/// Used by reconcile wrappers: count a reconcile and its duration.
-pub fn observe(ctx: &Context, controller: &str, started: std::time::Instant) {
+/// `Kind/namespace/name`: the key for per-object bookkeeping (backoff, status throttling).
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Runs one reconcile: counts and times it, and resets the object's error backoff on success.
+pub async fn instrumented<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    ctx: &Context,
+    reconcile: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let kind = K::kind(&());
+    let result = reconcile.await;
     ctx.metrics
         .reconciliations
-        .with_label_values(&[controller])
+        .with_label_values(&[&kind])
         .inc();
     ctx.metrics
         .reconcile_duration
-        .with_label_values(&[controller])
+        .with_label_values(&[&kind])
         .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.succeeded(&object_key(obj));
+    }
+    result
 }

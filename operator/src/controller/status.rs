@@ -105,12 +105,7 @@ where
     if current == Some(desired) {
         return Ok(false);
     }
-    let key = format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    );
+    let key = super::object_key(obj);
     if volatile_only
         && ctx
             .since_status_write(&key)

@@ -172,6 +172,25 @@ async fn apply_collector(ctx: &Context, plan: &CollectorPlan) -> Result<(), Sync
     Ok(())
 }
 
+/// The collector objects: namespaced, typed, serialisable.
+trait CollectorObject:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> CollectorObject for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 fn hash_of<K: Resource>(o: &K) -> Option<&str> {
     o.meta()
         .annotations
@@ -180,19 +199,12 @@ fn hash_of<K: Resource>(o: &K) -> Option<&str> {
         .map(String::as_str)
 }
 
-async fn apply_if_changed<K>(
+async fn apply_if_changed<K: CollectorObject>(
     ctx: &Context,
     desired: &K,
     current: Option<Arc<K>>,
     kind: &'static str,
-) -> Result<(), SyncError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
+) -> Result<(), SyncError> {
     if current
         .as_deref()
         .is_some_and(|c| hash_of(c).is_some() && hash_of(c) == hash_of(desired))
@@ -202,14 +214,11 @@ where
     apply(ctx, desired, kind).await
 }
 
-async fn apply<K>(ctx: &Context, desired: &K, kind: &'static str) -> Result<(), SyncError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
+async fn apply<K: CollectorObject>(
+    ctx: &Context,
+    desired: &K,
+    kind: &'static str,
+) -> Result<(), SyncError> {
     let name = desired.meta().name.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ctx.namespace());
     let mut body = serde_json::to_value(desired).expect("objects serialise");
@@ -266,18 +275,12 @@ pub async fn delete_collector(ctx: &Context, source: &SourceId) -> Result<(), Sy
     Ok(())
 }
 
-async fn delete<K>(
+async fn delete<K: CollectorObject>(
     ctx: &Context,
     name: &str,
     dp: &DeleteParams,
     kind: &'static str,
-) -> Result<(), SyncError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
+) -> Result<(), SyncError> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ctx.namespace());
     match api.delete(name, dp).await {
         Ok(_) => {
