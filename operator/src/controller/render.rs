@@ -35,6 +35,8 @@ pub const SECRET_HASH_ANNOTATION: &str = "connectors.unified.dev/secret-hash";
 pub const USERS_ANNOTATION: &str = "connectors.unified.dev/users";
 pub const COLLECTOR_SERVICE_ACCOUNT: &str = "unified-connectors-collector";
 pub const METRICS_PORT: i32 = 9090;
+/// Where the image (see the Dockerfile) installs the one binary.
+pub const COLLECTOR_BINARY: &str = "/usr/local/bin/unified-connectors";
 
 /// Operator-wide settings that shape every collector.
 #[derive(Debug, Clone)]
@@ -213,7 +215,7 @@ fn deployment(
     let container = Container {
         name: "collector".into(),
         image: Some(settings.image.clone()),
-        command: Some(vec!["unified-connectors".into()]),
+        command: Some(vec![COLLECTOR_BINARY.into()]),
         args: Some(vec![
             "collector".into(),
             "--config".into(),
