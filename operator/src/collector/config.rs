@@ -1,0 +1,255 @@
+//! Loading and validating the collector config ([`CollectorConfig`]), with errors that name the
+//! offending field so that a hand-written standalone config is easy to fix.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::contract::{CONTRACT_VERSION, CollectorConfig, SecretSource, SinkConfig, SourceConfig};
+
+/// A validated config plus the hash the report carries (so the operator knows which config is live).
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub config: CollectorConfig,
+    pub hash: String,
+}
+
+/// Reads `path` (YAML; JSON is YAML too), then validates it.
+pub fn load(path: &Path) -> anyhow::Result<LoadedConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read collector config {}", path.display()))?;
+    parse(&text).with_context(|| format!("invalid collector config {}", path.display()))
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> anyhow::Result<LoadedConfig> {
+    let config: CollectorConfig = serde_yaml::from_str(text)?;
+    validate(&config)?;
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    Ok(LoadedConfig { config, hash })
+}
+
+/// Checks what serde cannot: versions, ranges, URL schemes, unique product ids.
+pub fn validate(c: &CollectorConfig) -> anyhow::Result<()> {
+    if c.version != CONTRACT_VERSION {
+        bail!(
+            "version: {} is not supported (this collector understands version {CONTRACT_VERSION})",
+            c.version
+        );
+    }
+    let SourceConfig::Okta(okta) = &c.source;
+    if okta.domain.trim().is_empty() || okta.domain.contains('/') {
+        bail!("source.okta.domain: expected a host name such as example.okta.com");
+    }
+    if let Some(base) = &okta.base_url {
+        check_url("source.okta.baseUrl", base, okta.allow_insecure_http)?;
+    }
+    check_secret("source.okta.token", &okta.token)?;
+    if !(okta.rate_limit_share > 0.0 && okta.rate_limit_share <= 1.0) {
+        bail!(
+            "source.okta.rateLimitShare: {} is outside (0, 1]",
+            okta.rate_limit_share
+        );
+    }
+    if !(1..=1000).contains(&okta.page_limit) {
+        bail!(
+            "source.okta.pageLimit: {} is outside 1..=1000",
+            okta.page_limit
+        );
+    }
+    if okta.poll_interval.is_zero() {
+        bail!("source.okta.pollInterval: must be greater than zero");
+    }
+    let mut ids = HashSet::new();
+    for (i, p) in c.products.iter().enumerate() {
+        let at = format!("products[{i}]");
+        if p.id.trim().is_empty() {
+            bail!("{at}.id: must not be empty");
+        }
+        if !ids.insert(p.id.as_str()) {
+            bail!("{at}.id: {:?} is used by another product", p.id);
+        }
+        for t in &p.filter.event_types {
+            if t.is_empty() || t.trim_end_matches('*').contains('*') {
+                bail!("{at}.filter.eventTypes: {t:?} (only a trailing '*' is allowed)");
+            }
+        }
+        match &p.sink {
+            SinkConfig::Sentinel(s) => {
+                check_url(
+                    &format!("{at}.sink.sentinel.endpoint"),
+                    &s.endpoint,
+                    s.allow_insecure_http,
+                )?;
+                if let Some(a) = &s.authority_host {
+                    check_url(
+                        &format!("{at}.sink.sentinel.authorityHost"),
+                        a,
+                        s.allow_insecure_http,
+                    )?;
+                }
+                if s.dcr_immutable_id.trim().is_empty() {
+                    bail!("{at}.sink.sentinel.dcrImmutableId: must not be empty");
+                }
+                if !s.stream_name.starts_with("Custom-") {
+                    bail!(
+                        "{at}.sink.sentinel.streamName: {:?} must start with Custom-",
+                        s.stream_name
+                    );
+                }
+                check_secret(&format!("{at}.sink.sentinel.tenantId"), &s.tenant_id)?;
+                check_secret(&format!("{at}.sink.sentinel.clientId"), &s.client_id)?;
+                check_secret(
+                    &format!("{at}.sink.sentinel.clientSecret"),
+                    &s.client_secret,
+                )?;
+            }
+            SinkConfig::SplunkHec(s) => {
+                check_url(
+                    &format!("{at}.sink.splunkHec.url"),
+                    &s.url,
+                    s.allow_insecure_http,
+                )?;
+                check_secret(&format!("{at}.sink.splunkHec.token"), &s.token)?;
+                if s.sourcetype.is_empty() {
+                    bail!("{at}.sink.splunkHec.sourcetype: must not be empty");
+                }
+            }
+            SinkConfig::Webhook(s) => {
+                check_url(
+                    &format!("{at}.sink.webhook.url"),
+                    &s.url,
+                    s.allow_insecure_http,
+                )?;
+                check_secret(
+                    &format!("{at}.sink.webhook.signingSecret"),
+                    &s.signing_secret,
+                )?;
+                for name in s.headers.keys() {
+                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        bail!("{at}.sink.webhook.headers: {name:?} is not a valid header name");
+                    }
+                }
+            }
+        }
+    }
+    let t = &c.tuning;
+    if t.max_backlog_events == 0 || t.batch_max_events == 0 || t.batch_max_bytes < 1024 {
+        bail!("tuning: maxBacklogEvents and batchMaxEvents must be > 0, batchMaxBytes >= 1024");
+    }
+    if t.persist_interval.is_zero() {
+        bail!("tuning.persistInterval: must be greater than zero");
+    }
+    c.listen.parse::<SocketAddr>().with_context(|| {
+        format!(
+            "listen: {:?} is not an address such as 0.0.0.0:9090",
+            c.listen
+        )
+    })?;
+    Ok(())
+}
+
+fn check_url(field: &str, value: &str, allow_http: bool) -> anyhow::Result<()> {
+    let url = Url::parse(value).with_context(|| format!("{field}: {value:?} is not a URL"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => bail!(
+            "{field}: plain http:// is refused; use https:// or set allowInsecureHttp: true (tests only)"
+        ),
+        other => bail!("{field}: unsupported scheme {other:?}"),
+    }
+}
+
+fn check_secret(field: &str, s: &SecretSource) -> anyhow::Result<()> {
+    match s {
+        SecretSource::File(p) if p.as_os_str().is_empty() => bail!("{field}.file: empty path"),
+        SecretSource::Env(v) if v.is_empty() => bail!("{field}.env: empty variable name"),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a secret's current value (trimmed). The value is never logged; errors name only the source.
+pub async fn read_secret(s: &SecretSource) -> anyhow::Result<String> {
+    let value = match s {
+        SecretSource::File(p) => tokio::fs::read_to_string(p)
+            .await
+            .with_context(|| format!("cannot read secret file {}", p.display()))?,
+        SecretSource::Env(v) => {
+            std::env::var(v).with_context(|| format!("environment variable {v} is not set"))?
+        }
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        bail!("secret {} is empty", describe(s));
+    }
+    Ok(value.to_string())
+}
+
+/// Where a secret comes from, for messages (never its value).
+pub fn describe(s: &SecretSource) -> String {
+    match s {
+        SecretSource::File(p) => format!("file {}", p.display()),
+        SecretSource::Env(v) => format!("env {v}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+version: 1
+source:
+  okta:
+    domain: example.okta.com
+    baseUrl: http://127.0.0.1:1
+    allowInsecureHttp: true
+    token: { file: /tmp/t }
+    since: 2026-01-01T00:00:00Z
+products:
+  - id: a
+    since: 2026-01-01T00:00:00Z
+    sink:
+      webhook: { url: "https://x.example/hook", signingSecret: { env: S } }
+state: { file: { path: /tmp/state.json } }
+"#;
+
+    #[test]
+    fn accepts_a_minimal_config_with_defaults() {
+        let c = parse(OK).unwrap().config;
+        let SourceConfig::Okta(o) = &c.source;
+        assert_eq!(o.page_limit, 1000);
+        assert_eq!(o.poll_interval.as_secs(), 15);
+        assert_eq!(c.listen, "0.0.0.0:9090");
+    }
+
+    #[test]
+    fn refuses_plain_http_without_opt_in() {
+        let text = OK.replace("allowInsecureHttp: true", "allowInsecureHttp: false");
+        let err = format!("{:#}", parse(&text).unwrap_err());
+        assert!(
+            err.contains("source.okta.baseUrl") && err.contains("allowInsecureHttp"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn names_the_field_in_errors() {
+        let text = OK.replace("id: a", "id: \"\"");
+        assert!(format!("{:#}", parse(&text).unwrap_err()).contains("products[0].id"));
+        let text = OK.replace("version: 1", "version: 7");
+        assert!(format!("{:#}", parse(&text).unwrap_err()).contains("version"));
+        let text = OK.replace(
+            "domain: example.okta.com",
+            "domain: example.okta.com\n    pageLimit: 5000",
+        );
+        assert!(format!("{:#}", parse(&text).unwrap_err()).contains("pageLimit"));
+        let text = OK.replace("domain:", "domian:");
+        assert!(format!("{:#}", parse(&text).unwrap_err()).contains("domian"));
+    }
+}

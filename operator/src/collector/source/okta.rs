@@ -1,0 +1,337 @@
+//! Okta System Log in polling mode: one GET per cursor, the cursor being the `rel="next"` link.
+//!
+//! This module only fetches one page at a time and keeps the token's rate-limit budget; which
+//! cursor to fetch next, and for whom, is the pipeline's business (see `pipeline.rs`). The token
+//! is re-read before every request, so a rotated Secret applies without a restart.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK};
+use url::Url;
+
+use super::link;
+use crate::collector::config::read_secret;
+use crate::collector::event::{Event, parse_page};
+use crate::collector::metrics::Metrics;
+use crate::contract::{OktaSourceConfig, SecretSource};
+
+/// Keeps this collector within its share of the token's rate limit, from the `X-Rate-Limit-*`
+/// headers of the previous responses. Windows are the server's (`X-Rate-Limit-Reset`), not
+/// wall-clock minutes.
+#[derive(Debug, Clone)]
+pub struct RateBudget {
+    share: f64,
+    limit: Option<u32>,
+    remaining: Option<u32>,
+    reset: Option<i64>,
+    /// Requests this collector made in the window ending at `reset`.
+    used: u32,
+}
+
+/// Longest wait the budget imposes, whatever a (possibly skewed) reset header says.
+const MAX_BUDGET_WAIT: Duration = Duration::from_secs(120);
+
+impl RateBudget {
+    pub fn new(share: f64) -> Self {
+        RateBudget {
+            share,
+            limit: None,
+            remaining: None,
+            reset: None,
+            used: 0,
+        }
+    }
+
+    /// Requests allowed per window: the configured share of the limit, at least one.
+    pub fn allowed(&self) -> Option<u32> {
+        self.limit
+            .map(|l| ((l as f64 * self.share).floor() as u32).max(1))
+    }
+
+    /// How long to wait before the next request may go out (`None`: now). `now` is epoch seconds.
+    pub fn wait(&self, now: f64) -> Option<Duration> {
+        let reset = self.reset? as f64;
+        if now >= reset {
+            return None;
+        }
+        let exhausted = self.remaining == Some(0) || self.allowed().is_some_and(|a| self.used >= a);
+        exhausted.then(|| Duration::from_secs_f64(reset - now + 0.5).min(MAX_BUDGET_WAIT))
+    }
+
+    /// Accounts one response's headers (a missing header leaves the previous value).
+    pub fn record(&mut self, limit: Option<u32>, remaining: Option<u32>, reset: Option<i64>) {
+        if reset.is_some() && reset != self.reset {
+            self.used = 0;
+            self.reset = reset;
+        }
+        self.used += 1;
+        if limit.is_some() {
+            self.limit = limit;
+        }
+        if remaining.is_some() {
+            self.remaining = remaining;
+        }
+    }
+
+    pub fn remaining(&self) -> Option<u32> {
+        self.remaining
+    }
+    pub fn limit(&self) -> Option<u32> {
+        self.limit
+    }
+}
+
+/// One page of the System Log.
+pub struct Page {
+    pub events: Vec<Event>,
+    /// The `rel="next"` cursor (always present in polling mode, even on an empty page).
+    pub next: String,
+}
+
+/// A failed fetch. Every kind is retried on the same cursor (nothing is skipped); they differ in
+/// how long to wait and how they are reported.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// 429: wait until the window resets.
+    #[error("Okta rate limit exceeded (429); waiting {wait:?} for the window to reset")]
+    RateLimited { wait: Duration },
+    /// 401/403 or an unreadable token: retried slowly, the Secret may be rotated meanwhile.
+    #[error("{0}")]
+    Auth(String, Option<u16>),
+    /// 5xx, network errors, time-outs, malformed bodies: back off with jitter.
+    #[error("{0}")]
+    Transient(String, Option<u16>),
+}
+
+impl FetchError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::RateLimited { .. } => Some(429),
+            FetchError::Auth(_, s) | FetchError::Transient(_, s) => *s,
+        }
+    }
+}
+
+/// Reads pages from one Okta org.
+pub struct OktaSource {
+    http: reqwest::Client,
+    logs_url: String,
+    origin: url::Origin,
+    token: SecretSource,
+    page_limit: u32,
+    budget: Mutex<RateBudget>,
+    metrics: Arc<Metrics>,
+}
+
+impl OktaSource {
+    pub fn new(cfg: &OktaSourceConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let base = cfg
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", cfg.domain));
+        let base_url = Url::parse(&base)?;
+        Ok(OktaSource {
+            http: crate::http::client(Duration::from_secs(40)),
+            logs_url: format!("{}/api/v1/logs", base.trim_end_matches('/')),
+            origin: base_url.origin(),
+            token: cfg.token.clone(),
+            page_limit: cfg.page_limit,
+            budget: Mutex::new(RateBudget::new(cfg.rate_limit_share)),
+            metrics,
+        })
+    }
+
+    /// The first cursor of a polling read starting at `since` (ascending, no `until`).
+    pub fn initial_url(&self, since: DateTime<Utc>) -> String {
+        let mut u = Url::parse(&self.logs_url).expect("validated base URL");
+        u.query_pairs_mut()
+            .append_pair("since", &since.to_rfc3339_opts(SecondsFormat::Millis, true))
+            .append_pair("sortOrder", "ASCENDING")
+            .append_pair("limit", &self.page_limit.to_string());
+        u.into()
+    }
+
+    pub fn page_limit(&self) -> usize {
+        self.page_limit as usize
+    }
+
+    /// How long the rate budget says to wait before the next request.
+    pub fn budget_wait(&self) -> Option<Duration> {
+        let now = Utc::now().timestamp_millis() as f64 / 1000.0;
+        self.budget.lock().unwrap().wait(now)
+    }
+
+    pub fn budget(&self) -> RateBudget {
+        self.budget.lock().unwrap().clone()
+    }
+
+    /// Fetches one page at `cursor`. Never follows a cursor to another origin (the token would leak).
+    pub async fn fetch(&self, cursor: &str) -> Result<Page, FetchError> {
+        let url = Url::parse(cursor).map_err(|e| {
+            FetchError::Transient(format!("cursor {cursor:?} is not a URL: {e}"), None)
+        })?;
+        if url.origin() != self.origin {
+            return Err(FetchError::Transient(
+                format!(
+                    "refusing to follow a next link to another origin: {}",
+                    url.origin().ascii_serialization()
+                ),
+                None,
+            ));
+        }
+        let token = read_secret(&self.token)
+            .await
+            .map_err(|e| FetchError::Auth(format!("Okta token unavailable: {e:#}"), None))?;
+        let resp = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, format!("SSWS {token}"))
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                FetchError::Transient(format!("Okta request failed: {}", without_url(&e)), None)
+            })?;
+        let status = resp.status().as_u16();
+        self.metrics
+            .source_requests
+            .with_label_values(&[&status.to_string()])
+            .inc();
+        let (limit, remaining, reset) = rate_headers(resp.headers());
+        {
+            let mut b = self.budget.lock().unwrap();
+            b.record(limit, remaining, reset);
+            if let Some(r) = b.remaining() {
+                self.metrics.rate_limit_remaining.set(r as i64);
+            }
+        }
+        if status == 429 {
+            let now = Utc::now().timestamp();
+            let wait = reset
+                .filter(|r| *r > now)
+                .map(|r| Duration::from_secs((r - now) as u64 + 1))
+                .unwrap_or(Duration::from_secs(60))
+                .min(MAX_BUDGET_WAIT);
+            return Err(FetchError::RateLimited { wait });
+        }
+        let next = link::find_next(
+            resp.headers()
+                .get_all(LINK)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
+        let body = resp.bytes().await.map_err(|e| {
+            FetchError::Transient(
+                format!("reading Okta response failed: {}", without_url(&e)),
+                Some(status),
+            )
+        })?;
+        if status == 401 || status == 403 {
+            return Err(FetchError::Auth(
+                format!("Okta refused the token ({status}{})", okta_error(&body)),
+                Some(status),
+            ));
+        }
+        if !(200..300).contains(&status) {
+            return Err(FetchError::Transient(
+                format!("Okta answered {status}{}", okta_error(&body)),
+                Some(status),
+            ));
+        }
+        let Some(next) = next else {
+            return Err(FetchError::Transient(
+                "malformed Okta response: no Link rel=\"next\" header (the cursor is kept and retried)".into(),
+                Some(status),
+            ));
+        };
+        let events = parse_page(&body).map_err(|e| {
+            FetchError::Transient(format!("malformed Okta response: {e}"), Some(status))
+        })?;
+        Ok(Page { events, next })
+    }
+}
+
+fn rate_headers(h: &HeaderMap) -> (Option<u32>, Option<u32>, Option<i64>) {
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    (
+        get("x-rate-limit-limit").and_then(|v| v.parse().ok()),
+        get("x-rate-limit-remaining").and_then(|v| v.parse().ok()),
+        get("x-rate-limit-reset").and_then(|v| v.parse().ok()),
+    )
+}
+
+/// Okta's `errorCode: errorSummary`, if the body is an Okta error object.
+fn okta_error(body: &Bytes) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OktaError {
+        error_code: Option<String>,
+        error_summary: Option<String>,
+    }
+    match serde_json::from_slice::<OktaError>(body) {
+        Ok(e) => format!(
+            ": {} {}",
+            e.error_code.unwrap_or_default(),
+            e.error_summary.unwrap_or_default()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+/// reqwest errors without the URL (cursors are not secret, but keep messages short).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "truncated or unreadable body"
+    } else {
+        "request error"
+    };
+    let mut msg = kind.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_keeps_to_its_share() {
+        let mut b = RateBudget::new(0.5);
+        assert_eq!(b.wait(1000.0), None, "no headers yet: go");
+        for _ in 0..3 {
+            b.record(Some(6), Some(5), Some(1060));
+            assert_eq!(b.wait(1000.0), None);
+        }
+        // Three of six used: the share is exhausted until the reset.
+        b.record(Some(6), Some(2), Some(1060));
+        let w = b.wait(1000.0).unwrap();
+        assert!(
+            w >= Duration::from_secs(60) && w <= Duration::from_secs(61),
+            "{w:?}"
+        );
+        assert_eq!(b.wait(1060.0), None, "a new window");
+        b.record(Some(6), Some(5), Some(1120));
+        assert_eq!(b.wait(1061.0), None);
+    }
+
+    #[test]
+    fn budget_stops_when_others_used_the_bucket() {
+        let mut b = RateBudget::new(0.5);
+        b.record(Some(120), Some(0), Some(2000));
+        assert!(b.wait(1990.0).is_some());
+        let mut b = RateBudget::new(1.0);
+        b.record(Some(120), Some(0), Some(i64::MAX / 2));
+        assert_eq!(b.wait(0.0), Some(MAX_BUDGET_WAIT), "capped");
+    }
+}
