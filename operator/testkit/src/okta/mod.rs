@@ -27,7 +27,7 @@
 //!
 //! Admin API (JSON, for other processes): `GET /_admin/stats` ([`OktaStats`]),
 //! `GET /_admin/requests` ([`LoggedRequest`]s), `GET /_admin/uuids?org=D` (uuids in persistence
-//! order), `POST /_admin/fault` ([`Fault`]), `POST /_admin/down` ([`crate::admin::Down`]),
+//! order), `POST /_admin/fault[?org=D]` ([`Fault`], for one org or any), `POST /_admin/down` ([`crate::admin::Down`]),
 //! `POST /_admin/tokens` ([`TokenChange`]), `POST /_admin/events` ([`AddEvents`]),
 //! `POST /_admin/live` ([`Live`]), `POST /_admin/rate_limit` ([`RateLimits`]).
 
@@ -155,6 +155,10 @@ pub enum Fault {
     },
     /// 429 for too many concurrent requests: Okta reports `Limit: 0`, `Remaining: 0`.
     ConcurrencyLimit { count: u32 },
+    /// 200 with the page but without the `rel="next"` link (only `self`).
+    NoNextLink { count: u32 },
+    /// 200 with the page but a `Link` header that is not `<url>; rel="..."` syntax.
+    MalformedLink { count: u32 },
 }
 
 fn one() -> u64 {
@@ -169,7 +173,9 @@ impl Fault {
             | Fault::Truncated { count }
             | Fault::NotAnArray { count }
             | Fault::RateLimitStorm { count, .. }
-            | Fault::ConcurrencyLimit { count } => count,
+            | Fault::ConcurrencyLimit { count }
+            | Fault::NoNextLink { count }
+            | Fault::MalformedLink { count } => count,
         }
     }
 }
@@ -297,7 +303,8 @@ struct Shared {
     tokens: RwLock<HashMap<String, TokenInfo>>,
     org_buckets: Mutex<HashMap<String, Bucket>>,
     token_buckets: Mutex<HashMap<(String, String), Bucket>>,
-    faults: Mutex<VecDeque<Fault>>,
+    /// Queued faults, each for one org or (`None`) for any.
+    faults: Mutex<VecDeque<(Option<String>, Fault)>>,
     down: AtomicBool,
     stats: Mutex<LogRequests>,
     journal: Mutex<VecDeque<LoggedRequest>>,
@@ -466,7 +473,17 @@ impl OktaServer {
 
     /// Queues a fault for the next `/api/v1/logs` requests.
     pub fn inject(&self, fault: Fault) {
-        self.shared.faults.lock().unwrap().push_back(fault);
+        self.shared.faults.lock().unwrap().push_back((None, fault));
+    }
+
+    /// Queues a fault for the next `/api/v1/logs` requests to `org` only (other orgs served
+    /// by the same server are unaffected, and skip over it).
+    pub fn inject_for(&self, org: &str, fault: Fault) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap()
+            .push_back((Some(normalize_org(org)), fault));
     }
 
     /// Drops queued faults.
@@ -521,8 +538,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/_admin/fault",
             post(
-                |State(s): State<Arc<Shared>>, Json(f): Json<Fault>| async move {
-                    s.faults.lock().unwrap().push_back(f);
+                |State(s): State<Arc<Shared>>, Query(q): Query<OrgQuery>, Json(f): Json<Fault>| async move {
+                    s.faults.lock().unwrap().push_back((q.org.as_deref().map(normalize_org), f));
                     Json(s.stats())
                 },
             ),
@@ -984,21 +1001,21 @@ impl Shared {
         )
     }
 
-    fn next_fault(&self) -> Option<Fault> {
+    /// Takes one request's worth of the first queued fault that applies to `org`.
+    fn next_fault(&self, org: &str) -> Option<Fault> {
         let mut q = self.faults.lock().unwrap();
-        let front = q.front_mut()?;
-        let mut f = front.clone();
-        let c = front.count_mut();
-        if *c == 0 {
-            q.pop_front();
-            return None;
+        q.retain_mut(|(_, f)| *f.count_mut() > 0);
+        let at = q
+            .iter()
+            .position(|(o, _)| o.as_deref().is_none_or(|o| o == org))?;
+        let f = &mut q[at].1;
+        *f.count_mut() -= 1;
+        let mut one = f.clone();
+        if *f.count_mut() == 0 {
+            q.remove(at);
         }
-        *c -= 1;
-        if *c == 0 {
-            q.pop_front();
-        }
-        *f.count_mut() = 1;
-        Some(f)
+        *one.count_mut() = 1;
+        Some(one)
     }
 
     fn base(&self, headers: &HeaderMap, prefix: &str) -> String {
@@ -1072,7 +1089,7 @@ impl Shared {
                 "You do not have permission to perform the requested action",
             ));
         }
-        let fault = self.next_fault();
+        let fault = self.next_fault(org);
         match &fault {
             Some(Fault::Status { status, .. }) => {
                 let status =
@@ -1120,7 +1137,14 @@ impl Shared {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        for link in page.links {
+        let links = match fault {
+            Some(Fault::NoNextLink { .. }) => page.links.into_iter().take(1).collect(),
+            Some(Fault::MalformedLink { .. }) => {
+                vec!["http://127.0.0.1/api/v1/logs?after=x; next".to_string()]
+            }
+            _ => page.links,
+        };
+        for link in links {
             h.append(
                 header::LINK,
                 HeaderValue::try_from(link).expect("links are ASCII"),

@@ -427,3 +427,33 @@ async fn concurrency_limit_answers_429_with_zero_limit() {
     assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(get(&url, TOKEN).await.status(), 200, "slot released");
 }
+
+#[tokio::test]
+async fn link_faults_and_org_scoped_faults() {
+    let s = server(Options::default()).await;
+    let a = format!("{}/api/v1/logs", s.org_url("a.okta.com"));
+    let b = format!("{}/api/v1/logs", s.org_url("b.okta.com"));
+    s.inject_for("a.okta.com", Fault::NoNextLink { count: 1 });
+    s.inject(Fault::MalformedLink { count: 1 });
+    // b skips a's fault and takes the global one.
+    let r = get(&b, TOKEN).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        link(&r, "next").is_none() && link(&r, "self").is_none(),
+        "malformed Link header"
+    );
+    let r = get(&a, TOKEN).await;
+    assert!(link(&r, "self").is_some() && link(&r, "next").is_none());
+    let r = get(&a, TOKEN).await;
+    assert!(link(&r, "next").is_some());
+    assert_eq!(s.stats().pending_faults, 0);
+    // Through the admin API, scoped by ?org=.
+    client()
+        .post(format!("{}/_admin/fault?org=b.okta.com", s.url()))
+        .json(&json!({"kind": "status", "status": 500, "count": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&a, TOKEN).await.status(), 200);
+    assert_eq!(get(&b, TOKEN).await.status(), 500);
+}
