@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use uc_testkit::{hec, okta};
+use std::io::Write;
+
+use uc_testkit::{azure, hec, okta, webhook};
 
 #[tokio::main]
 async fn main() {
@@ -95,5 +97,83 @@ async fn main() {
         "hec: {} envelopes in {secs:.2} s ({:.0} events/s, client included)",
         rounds * 500,
         (rounds * 500) as f64 / secs
+    );
+
+    // Azure: ~1 MB uncompressed batches, gzipped, as the SDKs send them.
+    let a = azure::AzureServer::start(azure::Options {
+        keep_records: false,
+        ..Default::default()
+    })
+    .await;
+    let o = a.options().clone();
+    let token: serde_json::Value = client
+        .post(a.token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &o.client_id),
+            ("client_secret", &o.client_secret),
+            ("scope", azure::SCOPE),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let per_batch = 500;
+    let records: Vec<serde_json::Value> =
+        (0..per_batch).map(|i| serde_json::json!({"uuid": format!("a-{i}"), "eventType": "user.session.start", "pad": "x".repeat(1500)})).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&serde_json::to_vec(&records).unwrap())
+        .unwrap();
+    let body = gz.finish().unwrap();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let r = client
+            .post(a.ingestion_url())
+            .bearer_auth(&token)
+            .header("content-encoding", "gzip")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "azure (gzip): {} records in {secs:.2} s ({:.0} events/s, client included)",
+        rounds * per_batch,
+        (rounds * per_batch) as f64 / secs
+    );
+
+    // Webhook: signed 500-record batches.
+    let w = webhook::WebhookServer::start(webhook::Options {
+        keep_records: false,
+        ..Default::default()
+    })
+    .await;
+    let body = serde_json::to_vec(&records).unwrap();
+    let t = Instant::now();
+    for i in 0..rounds {
+        let id = format!("msg_{i}");
+        let ts = chrono::Utc::now().timestamp();
+        let sig = webhook::sign(w.secret(), &id, ts, &body);
+        let r = client
+            .post(w.url())
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "webhook (signed): {} records in {secs:.2} s ({:.0} events/s, client signing included)",
+        rounds * per_batch,
+        (rounds * per_batch) as f64 / secs
     );
 }
