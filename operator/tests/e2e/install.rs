@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use crate::support::{CONVERGE, TestEnv, operator, wait_for};
@@ -34,8 +34,9 @@ fn helm() -> PathBuf {
     if let Some(h) = std::env::var_os("HELM") {
         return PathBuf::from(h);
     }
-    let bin = std::env::var_os("UC_CONTROL_PLANE_BIN")
-        .expect("UC_CONTROL_PLANE_BIN is not set: run the e2e suite with `make e2e` (it provides helm)");
+    let bin = std::env::var_os("UC_CONTROL_PLANE_BIN").expect(
+        "UC_CONTROL_PLANE_BIN is not set: run the e2e suite with `make e2e` (it provides helm)",
+    );
     PathBuf::from(bin).join("helm")
 }
 
@@ -51,19 +52,32 @@ fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> String {
 fn try_run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{}\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -74,7 +88,10 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
 /// The API server's version, such as `v1.34.4` (what `helm template --kube-version` should target).
 fn server_version() -> String {
     let v: Value = serde_json::from_str(&kubectl(&["version", "-o", "json"], None)).unwrap();
-    v["serverVersion"]["gitVersion"].as_str().expect("no serverVersion").to_string()
+    v["serverVersion"]["gitVersion"]
+        .as_str()
+        .expect("no serverVersion")
+        .to_string()
 }
 
 /// `helm template` of the chart as release `release` in `namespace`, CRDs included.
@@ -104,44 +121,94 @@ fn docs(yaml: &str) -> Vec<Value> {
 
 fn find<'a>(docs: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
     docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with(name_suffix)))
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(name_suffix))
+        })
         .unwrap_or_else(|| panic!("no {kind} named *{name_suffix} in the rendered manifests"))
 }
 
-/// `kind/namespace/name -> resourceVersion` of every object in the manifests.
-fn resource_versions(manifests: &str, namespace: Option<&str>) -> BTreeMap<String, String> {
+/// `kind/namespace/name -> live object` for every object in the manifests, without
+/// `metadata.resourceVersion`: the API server rewrites a custom resource once after its creation
+/// to persist the CRD's status default (`observedGeneration: -1`) with no visible change, so
+/// "nothing changed" is judged on content and `metadata.generation`, as GitOps tools judge drift.
+fn snapshot(manifests: &str, namespace: Option<&str>) -> BTreeMap<String, Value> {
     let mut args = vec!["get", "-f", "-", "-o", "json"];
     if let Some(ns) = namespace {
         args.extend(["-n", ns]);
     }
     let list: Value = serde_json::from_str(&kubectl(&args, Some(manifests))).unwrap();
-    let items = list["items"].as_array().cloned().unwrap_or_else(|| vec![list.clone()]);
+    let items = list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![list.clone()]);
     items
-        .iter()
-        .map(|o| {
+        .into_iter()
+        .map(|mut o| {
             let m = &o["metadata"];
-            (
-                format!("{}/{}/{}", o["kind"].as_str().unwrap(), m["namespace"].as_str().unwrap_or(""), m["name"].as_str().unwrap()),
-                m["resourceVersion"].as_str().unwrap().to_string(),
-            )
+            let key = format!(
+                "{}/{}/{}",
+                o["kind"].as_str().unwrap(),
+                m["namespace"].as_str().unwrap_or(""),
+                m["name"].as_str().unwrap()
+            );
+            o["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
+            (key, o)
         })
         .collect()
 }
 
+/// The keys whose objects differ between two snapshots, with both versions.
+fn changes(before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) -> String {
+    let mut out = String::new();
+    for (k, a) in after {
+        if before.get(k) != Some(a) {
+            out.push_str(&format!(
+                "{k}:\n  before: {}\n  after:  {a}\n",
+                before.get(k).unwrap_or(&Value::Null)
+            ));
+        }
+    }
+    out
+}
+
 /// Server-side applies `manifests` twice and asserts the second apply changed nothing.
-fn apply_twice_without_drift(what: &str, manifests: &str, namespace: Option<&str>) -> BTreeMap<String, String> {
-    let mut args = vec!["apply", "--server-side", "--field-manager", "uc-e2e-install", "-f", "-"];
+fn apply_twice_without_drift(
+    what: &str,
+    manifests: &str,
+    namespace: Option<&str>,
+) -> BTreeMap<String, Value> {
+    let mut args = vec![
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "uc-e2e-install",
+        "-f",
+        "-",
+    ];
     if let Some(ns) = namespace {
         args.extend(["-n", ns]);
     }
     kubectl(&args, Some(manifests));
-    let first = resource_versions(manifests, namespace);
+    let first = snapshot(manifests, namespace);
     assert!(!first.is_empty(), "{what}: nothing applied");
     let out = kubectl(&args, Some(manifests));
-    let second = resource_versions(manifests, namespace);
-    assert_eq!(first, second, "{what}: applying the same manifests again changed objects:\n{out}");
+    let second = snapshot(manifests, namespace);
+    assert!(
+        first == second,
+        "{what}: applying the same manifests again changed objects:\n{}",
+        changes(&first, &second)
+    );
     for line in out.lines() {
-        assert!(line.ends_with("serverside-applied") || line.trim().is_empty(), "{what}: unexpected apply output: {line}");
+        assert!(
+            line.ends_with("serverside-applied") || line.trim().is_empty(),
+            "{what}: unexpected apply output: {line}"
+        );
     }
     first
 }
@@ -154,11 +221,18 @@ fn can_i(sa: &str, namespace: &str, verb: &str, resource: &str, in_ns: Option<&s
         Some(ns) => args.extend(["-n", ns]),
         None => args.push("--all-namespaces"),
     }
-    let out = Command::new("kubectl").args(&args).output().expect("run kubectl auth can-i");
+    let out = Command::new("kubectl")
+        .args(&args)
+        .output()
+        .expect("run kubectl auth can-i");
     match String::from_utf8_lossy(&out.stdout).trim() {
         "yes" => true,
         "no" => false,
-        other => panic!("kubectl {}: {other} {}", args.join(" "), String::from_utf8_lossy(&out.stderr)),
+        other => panic!(
+            "kubectl {}: {other} {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }
 
@@ -167,8 +241,16 @@ fn can_i(sa: &str, namespace: &str, verb: &str, resource: &str, in_ns: Option<&s
 fn assert_least_privilege(op_sa: &str, op_ns: &str, user_ns: &str) {
     let allowed: &[(&str, &str, Option<&str>)] = &[
         ("watch", "unifiedconnectors.connectors.unified.dev", None),
-        ("patch", "unifiedconnectors.connectors.unified.dev/status", None),
-        ("update", "productbindings.connectors.unified.dev/finalizers", None),
+        (
+            "patch",
+            "unifiedconnectors.connectors.unified.dev/status",
+            None,
+        ),
+        (
+            "update",
+            "productbindings.connectors.unified.dev/finalizers",
+            None,
+        ),
         ("watch", "secrets", None),
         ("create", "events.events.k8s.io", Some(user_ns)),
         ("create", "deployments.apps", Some(op_ns)),
@@ -176,31 +258,86 @@ fn assert_least_privilege(op_sa: &str, op_ns: &str, user_ns: &str) {
         ("update", "leases.coordination.k8s.io", Some(op_ns)),
     ];
     for (verb, res, ns) in allowed {
-        assert!(can_i(op_sa, op_ns, verb, res, *ns), "the operator cannot {verb} {res} in {ns:?}");
+        assert!(
+            can_i(op_sa, op_ns, verb, res, *ns),
+            "the operator cannot {verb} {res} in {ns:?}"
+        );
     }
     let denied: &[(&str, &str, Option<&str>)] = &[
         ("create", "deployments.apps", Some(user_ns)),
         ("delete", "secrets", Some(user_ns)),
         ("create", "secrets", Some(user_ns)),
         ("patch", "secrets", Some(user_ns)),
-        ("create", "unifiedconnectors.connectors.unified.dev", Some(user_ns)),
-        ("delete", "unifiedconnectors.connectors.unified.dev", Some(user_ns)),
+        (
+            "create",
+            "unifiedconnectors.connectors.unified.dev",
+            Some(user_ns),
+        ),
+        (
+            "delete",
+            "unifiedconnectors.connectors.unified.dev",
+            Some(user_ns),
+        ),
         ("create", "pods", Some(op_ns)),
         ("create", "clusterroles.rbac.authorization.k8s.io", None),
     ];
     for (verb, res, ns) in denied {
-        assert!(!can_i(op_sa, op_ns, verb, res, *ns), "the operator may {verb} {res} in {ns:?}: more than it needs");
+        assert!(
+            !can_i(op_sa, op_ns, verb, res, *ns),
+            "the operator may {verb} {res} in {ns:?}: more than it needs"
+        );
     }
     let collector = "unified-connectors-collector";
-    assert!(can_i(collector, op_ns, "patch", "configmaps", Some(op_ns)), "collectors cannot write their state ConfigMap");
+    assert!(
+        can_i(collector, op_ns, "patch", "configmaps", Some(op_ns)),
+        "collectors cannot write their state ConfigMap"
+    );
     for (verb, res, ns) in [
         ("get", "secrets", Some(op_ns)),
         ("get", "configmaps", Some(user_ns)),
         ("delete", "configmaps", Some(op_ns)),
         ("list", "unifiedconnectors.connectors.unified.dev", None),
     ] {
-        assert!(!can_i(collector, op_ns, verb, res, ns), "collectors may {verb} {res} in {ns:?}: more than they need");
+        assert!(
+            !can_i(collector, op_ns, verb, res, ns),
+            "collectors may {verb} {res} in {ns:?}: more than they need"
+        );
     }
+}
+
+/// Waits until `n` pods matching `selector` exist in `ns`: the ReplicaSet controller created them and
+/// admission (Pod Security `restricted` where the namespace enforces it) let them in.
+async fn wait_for_pods(client: &kube::Client, ns: &str, selector: &str, n: usize) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("{n} pod(s) {selector} in {ns}"),
+        CONVERGE,
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            if list.items.len() >= n {
+                Ok(())
+            } else {
+                let events = kubectl(
+                    &[
+                        "get",
+                        "events",
+                        "-n",
+                        ns,
+                        "--field-selector",
+                        "type=Warning",
+                        "-o",
+                        "name",
+                    ],
+                    None,
+                );
+                Err(format!("{} pod(s); warnings: {events}", list.items.len()))
+            }
+        },
+    )
+    .await;
 }
 
 /// `kubectl kustomize DIR`.
@@ -215,14 +352,46 @@ async fn helm_chart_applies_server_side_and_converges() {
     let ns = env.namespace("helm").await;
     let release = format!("uc-{}", env.id);
     // Every optional template that needs no third-party CRD.
-    let manifests = helm_template(&release, &ns, &["--set", "grafanaDashboard.enabled=true", "--set", "networkPolicy.enabled=true"]);
+    let manifests = helm_template(
+        &release,
+        &ns,
+        &[
+            "--set",
+            "grafanaDashboard.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+        ],
+    );
     let rendered = docs(&manifests);
-    for kind in ["CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "Role", "Service", "NetworkPolicy", "ConfigMap"] {
-        assert!(rendered.iter().any(|d| d["kind"] == kind), "the chart renders no {kind}");
+    for kind in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "Service",
+        "NetworkPolicy",
+        "ConfigMap",
+    ] {
+        assert!(
+            rendered.iter().any(|d| d["kind"] == kind),
+            "the chart renders no {kind}"
+        );
     }
 
     // The server validates every object (schemas, RBAC escalation rules) without storing anything.
-    kubectl(&["apply", "--server-side", "--dry-run=server", "--field-manager", "uc-e2e-install", "-f", "-"], Some(&manifests));
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager",
+            "uc-e2e-install",
+            "-f",
+            "-",
+        ],
+        Some(&manifests),
+    );
     apply_twice_without_drift("helm template", &manifests, None);
 
     let deploy = find(&rendered, "Deployment", "unified-connectors");
@@ -230,9 +399,15 @@ async fn helm_chart_applies_server_side_and_converges() {
     let c = &pod["containers"][0];
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-    assert_eq!(c["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        c["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     assert_eq!(deploy["spec"]["replicas"], 2);
 
     let sa = pod["serviceAccountName"].as_str().unwrap();
@@ -250,15 +425,55 @@ async fn kustomize_default_and_samples_apply_and_converge() {
     let rendered = docs(&manifests);
     let deploy = find(&rendered, "Deployment", "unified-connectors");
     assert_eq!(deploy["metadata"]["namespace"], "unified-connectors-system");
-    let sa = deploy["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap().to_string();
+    let sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // config/manager labels the namespace `enforce: restricted`; the operator pods must still be admitted.
+    let ns_labels = kubectl(
+        &[
+            "get",
+            "namespace",
+            "unified-connectors-system",
+            "-o",
+            "jsonpath={.metadata.labels}",
+        ],
+        None,
+    );
+    assert!(
+        ns_labels.contains(r#""pod-security.kubernetes.io/enforce":"restricted""#),
+        "{ns_labels}"
+    );
+    wait_for_pods(
+        &env.client,
+        "unified-connectors-system",
+        "app.kubernetes.io/name=unified-connectors,app.kubernetes.io/component=controller",
+        2,
+    )
+    .await;
     let user_ns = env.namespace("samples").await;
     assert_least_privilege(&sa, "unified-connectors-system", &user_ns);
 
     // The samples (Secrets, connector, three bindings) pass the CRDs' validation and converge.
     let samples = kustomize("config/samples");
-    let applied = apply_twice_without_drift("kubectl apply -k config/samples", &samples, Some(&user_ns));
-    assert_eq!(applied.keys().filter(|k| k.starts_with("ProductBinding/")).count(), 3, "{applied:?}");
-    assert_eq!(applied.keys().filter(|k| k.starts_with("UnifiedConnector/")).count(), 1, "{applied:?}");
+    let applied =
+        apply_twice_without_drift("kubectl apply -k config/samples", &samples, Some(&user_ns));
+    assert_eq!(
+        applied
+            .keys()
+            .filter(|k| k.starts_with("ProductBinding/"))
+            .count(),
+        3,
+        "{applied:?}"
+    );
+    assert_eq!(
+        applied
+            .keys()
+            .filter(|k| k.starts_with("UnifiedConnector/"))
+            .count(),
+        1,
+        "{applied:?}"
+    );
     env.cleanup().await;
 }
 
@@ -266,9 +481,17 @@ async fn kustomize_default_and_samples_apply_and_converge() {
 #[ignore = "needs a control plane: make e2e"]
 async fn chart_and_kustomize_grant_the_same_rbac() {
     // No cluster needed, but helm is (it comes with the control plane build).
-    let chart = docs(&helm_template("unified-connectors", "unified-connectors-system", &[]));
+    let chart = docs(&helm_template(
+        "unified-connectors",
+        "unified-connectors-system",
+        &[],
+    ));
     let kust = docs(&kustomize("config/default"));
-    for (kind, suffix) in [("ClusterRole", "-manager"), ("Role", "-manager"), ("Role", "-collector")] {
+    for (kind, suffix) in [
+        ("ClusterRole", "-manager"),
+        ("Role", "-manager"),
+        ("Role", "-collector"),
+    ] {
         assert_eq!(
             find(&chart, kind, suffix)["rules"],
             find(&kust, kind, suffix)["rules"],
@@ -276,17 +499,39 @@ async fn chart_and_kustomize_grant_the_same_rbac() {
         );
     }
     // Same operator settings in both install paths.
-    let container = |d: &[Value]| find(d, "Deployment", "unified-connectors")["spec"]["template"]["spec"]["containers"][0].clone();
+    let container = |d: &[Value]| {
+        find(d, "Deployment", "unified-connectors")["spec"]["template"]["spec"]["containers"][0]
+            .clone()
+    };
     let (a, b) = (container(&chart), container(&kust));
-    for field in ["command", "args", "ports", "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe"] {
-        assert_eq!(a[field], b[field], "operator container {field}: the chart and config/manager differ");
+    for field in [
+        "command",
+        "args",
+        "ports",
+        "securityContext",
+        "resources",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+    ] {
+        assert_eq!(
+            a[field], b[field],
+            "operator container {field}: the chart and config/manager differ"
+        );
     }
 }
 
 /// A kubeconfig for the current cluster that authenticates as ServiceAccount `sa` (TokenRequest).
 fn kubeconfig_for(sa: &str, namespace: &str, dir: &Path) -> PathBuf {
-    let token = kubectl(&["create", "token", sa, "-n", namespace, "--duration", "1h"], None);
-    let current: Value = serde_json::from_str(&kubectl(&["config", "view", "--minify", "--raw", "-o", "json"], None)).unwrap();
+    let token = kubectl(
+        &["create", "token", sa, "-n", namespace, "--duration", "1h"],
+        None,
+    );
+    let current: Value = serde_json::from_str(&kubectl(
+        &["config", "view", "--minify", "--raw", "-o", "json"],
+        None,
+    ))
+    .unwrap();
     let cluster = current["clusters"][0]["cluster"].clone();
     let config = serde_json::json!({
         "apiVersion": "v1", "kind": "Config",
@@ -311,12 +556,25 @@ impl ChartOperator {
     fn start(deploy: &Value, namespace: &str, kubeconfig: &Path, pod_name: &str) -> ChartOperator {
         let c = &deploy["spec"]["template"]["spec"]["containers"][0];
         let command: Vec<String> = serde_json::from_value(c["command"].clone()).unwrap();
-        assert!(command[0].ends_with("/unified-connectors"), "the container runs {command:?}, not the binary");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(
+            command[0].ends_with("/unified-connectors"),
+            "the container runs {command:?}, not the binary"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let args: Vec<String> = serde_json::from_value::<Vec<String>>(c["args"].clone())
             .unwrap()
             .into_iter()
-            .map(|a| if a.starts_with("--metrics-addr=") { format!("--metrics-addr=127.0.0.1:{port}") } else { a })
+            .map(|a| {
+                if a.starts_with("--metrics-addr=") {
+                    format!("--metrics-addr=127.0.0.1:{port}")
+                } else {
+                    a
+                }
+            })
             .collect();
         let mut cmd = Command::new(operator::BIN);
         cmd.args(command[1..].iter().chain(args.iter()));
@@ -356,7 +614,14 @@ impl Drop for ChartOperator {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             eprintln!("----- chart operator log ({}) -----", self.log.display());
-            for l in log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev() {
+            for l in log
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 eprintln!("{l}");
             }
         }
@@ -369,15 +634,41 @@ async fn helm_installed_operator_reconciles_the_samples() {
     use uc_testkit::okta::{OktaServer, Options, Permission};
 
     let mut env = TestEnv::new("helm-run").await;
-    let okta = OktaServer::start(Options { tokens: vec![(SAMPLE_TOKEN.into(), Permission::ReadOnlyAdmin)], ..Options::default() }).await;
+    let okta = OktaServer::start(Options {
+        tokens: vec![(SAMPLE_TOKEN.into(), Permission::ReadOnlyAdmin)],
+        ..Options::default()
+    })
+    .await;
     let op_ns = env.op_ns.clone();
+    // Collectors must satisfy the restricted Pod Security Standard, as config/manager enforces it.
+    kubectl(
+        &[
+            "label",
+            "namespace",
+            &op_ns,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ],
+        None,
+    );
     let release = format!("uc-{}", env.id);
     let template_arg = format!("extraArgs[0]=--okta-url-template={}", okta.url_template());
     let manifests = helm_template(&release, &op_ns, &["--set-string", &template_arg]);
-    kubectl(&["apply", "--server-side", "--field-manager", "uc-e2e-install", "-f", "-"], Some(&manifests));
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "uc-e2e-install",
+            "-f",
+            "-",
+        ],
+        Some(&manifests),
+    );
     let rendered = docs(&manifests);
     let deploy = find(&rendered, "Deployment", "unified-connectors");
-    let sa = deploy["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
+    let sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
 
     // Run as the chart's ServiceAccount: a missing permission fails this test.
     let dir = std::env::temp_dir().join(format!("uc-e2e-install-{}", env.id));
@@ -388,11 +679,27 @@ async fn helm_installed_operator_reconciles_the_samples() {
 
     let user_ns = env.namespace("security").await;
     let samples = kustomize("config/samples");
-    kubectl(&["apply", "--server-side", "--field-manager", "uc-e2e-install", "-n", &user_ns, "-f", "-"], Some(&samples));
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "uc-e2e-install",
+            "-n",
+            &user_ns,
+            "-f",
+            "-",
+        ],
+        Some(&samples),
+    );
 
     // The connector and every binding are reconciled (observedGeneration caught up) and wait for data.
     let get = |kind: &str, name: &str| -> Result<Value, String> {
-        let out = try_run(Path::new("kubectl"), &["get", kind, name, "-n", &user_ns, "-o", "json"], None)?;
+        let out = try_run(
+            Path::new("kubectl"),
+            &["get", kind, name, "-n", &user_ns, "-o", "json"],
+            None,
+        )?;
         serde_json::from_str(&out).map_err(|e| e.to_string())
     };
     let reconciled = |o: &Value| -> Result<(), String> {
@@ -403,37 +710,135 @@ async fn helm_installed_operator_reconciles_the_samples() {
             Err(format!("{}: status {}", o["metadata"]["name"], st))
         }
     };
-    let uc = wait_for("the sample connector to be reconciled", CONVERGE, || async {
-        let uc = get("unifiedconnector", "okta-prod")?;
-        reconciled(&uc)?;
-        uc["status"]["collector"].as_str().map(|_| uc.clone()).ok_or_else(|| "no status.collector yet".to_string())
-    })
+    let uc = wait_for(
+        "the sample connector to be reconciled",
+        CONVERGE,
+        || async {
+            let uc = get("unifiedconnector", "okta-prod")?;
+            reconciled(&uc)?;
+            uc["status"]["collector"]
+                .as_str()
+                .map(|_| uc.clone())
+                .ok_or_else(|| "no status.collector yet".to_string())
+        },
+    )
     .await;
     for pb in ["okta-to-sentinel", "okta-to-splunk", "okta-to-webhook"] {
-        wait_for(&format!("binding {pb} to be reconciled"), CONVERGE, || async { reconciled(&get("productbinding", pb)?) }).await;
+        wait_for(
+            &format!("binding {pb} to be reconciled"),
+            CONVERGE,
+            || async { reconciled(&get("productbinding", pb)?) },
+        )
+        .await;
     }
 
     // One collector, in the release namespace, running as the collector ServiceAccount.
     let collector = uc["status"]["collector"].as_str().unwrap().to_string();
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &op_ns);
-    let cd = deployments.get(&collector).await.expect("the collector Deployment exists");
+    let cd = deployments
+        .get(&collector)
+        .await
+        .expect("the collector Deployment exists");
     let spec = cd.spec.unwrap().template.spec.unwrap();
-    assert_eq!(spec.service_account_name.as_deref(), Some("unified-connectors-collector"));
-    let cfg = kubectl(&["get", "configmap", &collector, "-n", &op_ns, "-o", "jsonpath={.data.collector\\.yaml}"], None);
-    assert!(cfg.contains(&okta.org_url(SAMPLE_DOMAIN)) || cfg.contains(SAMPLE_DOMAIN), "collector.yaml: {cfg}");
-    assert!(!cfg.contains(SAMPLE_TOKEN), "the collector config must reference the token, not hold it");
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some("unified-connectors-collector")
+    );
+    wait_for_pods(
+        &env.client,
+        &op_ns,
+        &format!("app.kubernetes.io/instance={collector}"),
+        1,
+    )
+    .await;
+    let cfg = kubectl(
+        &[
+            "get",
+            "configmap",
+            &collector,
+            "-n",
+            &op_ns,
+            "-o",
+            "jsonpath={.data.collector\\.yaml}",
+        ],
+        None,
+    );
+    assert!(
+        cfg.contains(&okta.org_url(SAMPLE_DOMAIN)) || cfg.contains(SAMPLE_DOMAIN),
+        "collector.yaml: {cfg}"
+    );
+    assert!(
+        !cfg.contains(SAMPLE_TOKEN),
+        "the collector config must reference the token, not hold it"
+    );
 
     // Leader election through the Lease, held by this process.
-    let lease = Api::<Lease>::namespaced(env.client.clone(), &op_ns).get("unified-connectors-leader").await.expect("the Lease");
-    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some(pod_name.as_str()));
+    let lease = Api::<Lease>::namespaced(env.client.clone(), &op_ns)
+        .get("unified-connectors-leader")
+        .await
+        .expect("the Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(pod_name.as_str())
+    );
 
     // No drift: with the operator stopped, re-applying what the user applied changes nothing —
     // the operator wrote only status and its finalizer, never the user's fields.
     op.stop();
-    let before = resource_versions(&samples, Some(&user_ns));
-    let out = kubectl(&["apply", "--server-side", "--field-manager", "uc-e2e-install", "-n", &user_ns, "-f", "-"], Some(&samples));
-    assert_eq!(before, resource_versions(&samples, Some(&user_ns)), "re-applying the samples changed them:\n{out}");
+    let before = snapshot(&samples, Some(&user_ns));
+    let out = kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "uc-e2e-install",
+            "-n",
+            &user_ns,
+            "-f",
+            "-",
+        ],
+        Some(&samples),
+    );
+    let after = snapshot(&samples, Some(&user_ns));
+    assert!(
+        before == after,
+        "re-applying the samples changed them ({out}):\n{}",
+        changes(&before, &after)
+    );
+    // Field ownership: only the user's apply owns spec; the operator's managers own status and
+    // the finalizer, so a GitOps tool never sees the operator fight over a field.
+    for kind in ["unifiedconnectors", "productbindings"] {
+        let list: Value = serde_json::from_str(&kubectl(
+            &[
+                "get",
+                kind,
+                "-n",
+                &user_ns,
+                "-o",
+                "json",
+                "--show-managed-fields",
+            ],
+            None,
+        ))
+        .unwrap();
+        for item in list["items"].as_array().unwrap() {
+            for mf in item["metadata"]["managedFields"].as_array().unwrap() {
+                if mf["manager"] != "uc-e2e-install" {
+                    assert!(
+                        mf["fieldsV1"].get("f:spec").is_none(),
+                        "{kind}/{}: manager {} owns spec fields: {}",
+                        item["metadata"]["name"],
+                        mf["manager"],
+                        mf["fieldsV1"]
+                    );
+                }
+            }
+        }
+    }
     let log = std::fs::read_to_string(&op.log).unwrap_or_default();
-    assert!(!log.contains("forbidden"), "the operator hit an RBAC denial:\n{log}");
+    assert!(
+        !log.contains("forbidden"),
+        "the operator hit an RBAC denial:\n{log}"
+    );
     env.cleanup().await;
 }
