@@ -51,7 +51,13 @@ impl Env {
         ] {
             std::fs::write(dir.join(name), value).unwrap();
         }
-        Env { okta, azure, hec, hook, dir }
+        Env {
+            okta,
+            azure,
+            hec,
+            hook,
+            dir,
+        }
     }
 
     fn org(&self) -> String {
@@ -125,7 +131,9 @@ impl Env {
                 page_limit: 1000,
             }),
             products: products.iter().map(|p| self.product(p)).collect(),
-            state: StateConfig::File { path: self.dir.join("state.json") },
+            state: StateConfig::File {
+                path: self.dir.join("state.json"),
+            },
             tuning: Tuning {
                 max_backlog_events: 20_000,
                 batch_max_events: 500,
@@ -137,7 +145,10 @@ impl Env {
         };
         tune(&mut c);
         validate(&c).expect("valid test config");
-        LoadedConfig { config: c, hash: "test".into() }
+        LoadedConfig {
+            config: c,
+            hash: "test".into(),
+        }
     }
 
     fn received(&self, kind: &str) -> &Received {
@@ -154,7 +165,10 @@ impl Env {
 }
 
 fn opts() -> Options {
-    let fast = Backoff { base: Duration::from_millis(20), max: Duration::from_millis(300) };
+    let fast = Backoff {
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(300),
+    };
     Options {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         drain_timeout: Duration::from_secs(10),
@@ -175,14 +189,21 @@ async fn run(cfg: LoadedConfig) -> RunningCollector {
 async fn wait_complete(env: &Env, products: &[&str], expected: &[String], limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        let done = products.iter().all(|p| env.received(p).missing(expected).is_empty());
+        let done = products
+            .iter()
+            .all(|p| env.received(p).missing(expected).is_empty());
         if done {
             return;
         }
         if Instant::now() > deadline {
             for p in products {
                 let r = env.received(p);
-                eprintln!("{p}: unique {} total {} missing {}", r.unique(), r.total(), r.missing(expected).len());
+                eprintln!(
+                    "{p}: unique {} total {} missing {}",
+                    r.unique(),
+                    r.total(),
+                    r.missing(expected).len()
+                );
             }
             panic!("not every product got every event within {limit:?}");
         }
@@ -194,8 +215,17 @@ fn assert_exactly_once(env: &Env, products: &[&str], expected: &[String]) {
     for p in products {
         let r = env.received(p);
         assert!(r.missing(expected).is_empty(), "{p} misses events");
-        assert_eq!(r.duplicates(), 0, "{p} got duplicates: {:?}", &r.duplicated()[..r.duplicated().len().min(5)]);
-        assert_eq!(r.unique(), expected.len(), "{p} got events that were never sent");
+        assert_eq!(
+            r.duplicates(),
+            0,
+            "{p} got duplicates: {:?}",
+            &r.duplicated()[..r.duplicated().len().min(5)]
+        );
+        assert_eq!(
+            r.unique(),
+            expected.len(),
+            "{p} got events that were never sent"
+        );
     }
 }
 
@@ -217,11 +247,30 @@ async fn every_event_to_every_product_once_with_one_request_stream() {
     // One stream: 6 full pages + the live page + the empty "caught up" polls, never one per product.
     let requests = env.okta.requests();
     let with_events: Vec<_> = requests.iter().filter(|r| r.events > 0).collect();
-    assert!(with_events.len() <= 8, "pages with events fetched more than once: {}", with_events.len());
+    assert!(
+        with_events.len() <= 8,
+        "pages with events fetched more than once: {}",
+        with_events.len()
+    );
     let served: usize = requests.iter().map(|r| r.events).sum();
-    assert_eq!(served, expected.len(), "each event served by Okta exactly once");
-    assert!(requests.iter().all(|r| r.query.contains("after=") || r.query.contains("since=")));
-    assert!(requests.iter().filter(|r| r.query.contains("since=")).count() == 1, "since only on the first request");
+    assert_eq!(
+        served,
+        expected.len(),
+        "each event served by Okta exactly once"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.query.contains("after=") || r.query.contains("since="))
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.query.contains("since="))
+            .count()
+            == 1,
+        "since only on the first request"
+    );
 
     for p in ALL {
         let h = &report.products[&format!("ns/{p}")];
@@ -234,8 +283,12 @@ async fn every_event_to_every_product_once_with_one_request_stream() {
     // HEC envelopes carry published as time and the default sourcetype.
     let rec = &env.hec.received().records()[0];
     assert_eq!(rec["sourcetype"], "OktaIM2:log");
-    let published = chrono::DateTime::parse_from_rfc3339(rec["event"]["published"].as_str().unwrap()).unwrap();
-    assert!((rec["time"].as_f64().unwrap() - published.timestamp_millis() as f64 / 1000.0).abs() < 0.001);
+    let published =
+        chrono::DateTime::parse_from_rfc3339(rec["event"]["published"].as_str().unwrap()).unwrap();
+    assert!(
+        (rec["time"].as_f64().unwrap() - published.timestamp_millis() as f64 / 1000.0).abs()
+            < 0.001
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +323,11 @@ async fn restarts_at_random_points_lose_nothing() {
         assert_eq!(r.unique(), expected.len());
         // A crash can repeat only what was delivered after the last persisted position.
         eprintln!("{p}: {} duplicates after {kills} kills", r.duplicates());
-        assert!(r.duplicates() <= kills * 1_000, "{p}: {} duplicates", r.duplicates());
+        assert!(
+            r.duplicates() <= kills * 1_000,
+            "{p}: {} duplicates",
+            r.duplicates()
+        );
     }
 }
 
@@ -300,7 +357,13 @@ async fn a_down_product_does_not_hold_back_the_others_and_catches_up() {
     env.hec.set_down(true);
     let mut expected = env.generate(3_000);
     let c = run(env.config(&ALL, |_| {})).await;
-    wait_complete(&env, &["sentinel", "webhook"], &expected, Duration::from_secs(30)).await;
+    wait_complete(
+        &env,
+        &["sentinel", "webhook"],
+        &expected,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(env.hec.received().unique(), 0);
     let h = c.report().products["ns/hec"].clone();
     assert_eq!(h.state, DeliveryState::Retrying);
@@ -324,12 +387,21 @@ async fn a_backlog_past_the_bound_is_reread_from_the_source_not_dropped() {
         o.page_limit = 500;
     }))
     .await;
-    wait_complete(&env, &["sentinel", "hec"], &expected, Duration::from_secs(30)).await;
+    wait_complete(
+        &env,
+        &["sentinel", "hec"],
+        &expected,
+        Duration::from_secs(30),
+    )
+    .await;
     let before = env.okta_requests();
     // The down product costs no source requests while it is down.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let idle = env.okta_requests() - before;
-    assert!(idle <= 6, "only the head's caught-up polls while a product is down: {idle}");
+    assert!(
+        idle <= 6,
+        "only the head's caught-up polls while a product is down: {idle}"
+    );
     expected.extend(env.generate(300));
     env.webhook_down(false);
     wait_complete(&env, &ALL, &expected, Duration::from_secs(30)).await;
@@ -338,7 +410,10 @@ async fn a_backlog_past_the_bound_is_reread_from_the_source_not_dropped() {
     let settled = env.okta_requests();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let steady = env.okta_requests() - settled;
-    assert!(steady <= 7, "one poll stream after re-joining: {steady} requests in 1 s at 200 ms polls");
+    assert!(
+        steady <= 7,
+        "one poll stream after re-joining: {steady} requests in 1 s at 200 ms polls"
+    );
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &ALL, &expected);
 }
@@ -368,17 +443,32 @@ async fn rate_limits_are_respected_and_429_storms_waited_out() {
     .await;
     wait_complete(&env, &["webhook"], &expected, Duration::from_secs(60)).await;
     let stats = env.okta.log_requests();
-    assert_eq!(stats.by_status.get(&429), None, "the budget keeps us under the limit: {stats:?}");
+    assert_eq!(
+        stats.by_status.get(&429),
+        None,
+        "the budget keeps us under the limit: {stats:?}"
+    );
     let report = c.report();
     assert!(report.source.rate_limit_limit.is_some());
     // A storm of 429s: waited out, nothing skipped.
-    env.okta.inject(Fault::RateLimitStorm { count: 4, reset_after_secs: 1 });
+    env.okta.inject(Fault::RateLimitStorm {
+        count: 4,
+        reset_after_secs: 1,
+    });
     env.okta.inject(Fault::ConcurrencyLimit { count: 1 });
     let mut expected = expected;
     expected.extend(env.generate(400));
     wait_complete(&env, &["webhook"], &expected, Duration::from_secs(60)).await;
     c.shutdown().await.unwrap();
-    assert!(env.okta.log_requests().by_status.get(&429).copied().unwrap_or(0) >= 5);
+    assert!(
+        env.okta
+            .log_requests()
+            .by_status
+            .get(&429)
+            .copied()
+            .unwrap_or(0)
+            >= 5
+    );
     assert_exactly_once(&env, &["webhook"], &expected);
 }
 
@@ -392,10 +482,23 @@ async fn okta_token_rotation_applies_without_restart() {
     env.okta.revoke_token(TOKEN);
     expected.extend(env.generate(200));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(c.report().source.last_error.as_ref().is_some_and(|e| e.status == Some(401)));
-    let secret_leaked = c.report().source.last_error.unwrap().message.contains(TOKEN);
+    assert!(
+        c.report()
+            .source
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.status == Some(401))
+    );
+    let secret_leaked = c
+        .report()
+        .source
+        .last_error
+        .unwrap()
+        .message
+        .contains(TOKEN);
     assert!(!secret_leaked, "the token never appears in the report");
-    env.okta.add_token("rotated-token-value", Permission::ReadOnlyAdmin);
+    env.okta
+        .add_token("rotated-token-value", Permission::ReadOnlyAdmin);
     std::fs::write(env.dir.join("okta-token"), "rotated-token-value\n").unwrap();
     wait_complete(&env, &["hec"], &expected, Duration::from_secs(30)).await;
     assert!(c.report().source.last_error.is_none());
@@ -409,15 +512,30 @@ async fn malformed_source_answers_are_retried_without_skipping() {
     let expected = env.generate(2_500);
     env.okta.inject(Fault::Truncated { count: 2 });
     env.okta.inject(Fault::NotAnArray { count: 1 });
-    env.okta.inject(Fault::Status { status: 500, count: 2 });
-    env.okta.inject(Fault::Status { status: 503, count: 1 });
-    env.okta.inject(Fault::Delay { delay_ms: 300, count: 1 });
+    env.okta.inject(Fault::Status {
+        status: 500,
+        count: 2,
+    });
+    env.okta.inject(Fault::Status {
+        status: 503,
+        count: 1,
+    });
+    env.okta.inject(Fault::Delay {
+        delay_ms: 300,
+        count: 1,
+    });
     let c = run(env.config(&["sentinel", "webhook"], |c| {
         let SourceConfig::Okta(o) = &mut c.source;
         o.page_limit = 400;
     }))
     .await;
-    wait_complete(&env, &["sentinel", "webhook"], &expected, Duration::from_secs(30)).await;
+    wait_complete(
+        &env,
+        &["sentinel", "webhook"],
+        &expected,
+        Duration::from_secs(30),
+    )
+    .await;
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &["sentinel", "webhook"], &expected);
     let m = env.okta.log_requests();
@@ -429,7 +547,13 @@ async fn a_product_added_later_catches_up_from_its_own_since() {
     let env = Env::new().await;
     let mut expected = env.generate(2_000);
     let c = run(env.config(&["sentinel", "hec"], |_| {})).await;
-    wait_complete(&env, &["sentinel", "hec"], &expected, Duration::from_secs(30)).await;
+    wait_complete(
+        &env,
+        &["sentinel", "hec"],
+        &expected,
+        Duration::from_secs(30),
+    )
+    .await;
     c.shutdown().await.unwrap();
     expected.extend(env.generate(100));
     // The webhook joins with a since before everything read so far.
@@ -459,7 +583,11 @@ async fn a_rejected_record_is_reported_and_skipped_and_filters_apply() {
         c.products[1].filter.event_types = vec!["user.session.*".into()];
     }))
     .await;
-    let others: Vec<String> = expected.iter().filter(|u| !u.starts_with("0f0f0f0f")).cloned().collect();
+    let others: Vec<String> = expected
+        .iter()
+        .filter(|u| !u.starts_with("0f0f0f0f"))
+        .cloned()
+        .collect();
     wait_complete(&env, &["sentinel"], &others, Duration::from_secs(30)).await;
     // The HEC product only wants user.session.* events.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -468,11 +596,21 @@ async fn a_rejected_record_is_reported_and_skipped_and_filters_apply() {
     let s = &report.products["ns/sentinel"];
     assert_eq!(s.events_rejected, 1);
     assert_eq!(s.events_delivered, others.len() as u64);
-    assert_eq!(env.azure.received().count("0f0f0f0f-0000-4000-8000-000000000001"), 0);
+    assert_eq!(
+        env.azure
+            .received()
+            .count("0f0f0f0f-0000-4000-8000-000000000001"),
+        0
+    );
     assert_eq!(env.azure.received().duplicates(), 0);
     let hec_records = env.hec.received().records();
     assert!(!hec_records.is_empty());
-    assert!(hec_records.iter().all(|r| r["event"]["eventType"].as_str().unwrap().starts_with("user.session.")));
+    assert!(hec_records.iter().all(|r| {
+        r["event"]["eventType"]
+            .as_str()
+            .unwrap()
+            .starts_with("user.session.")
+    }));
     assert_eq!(env.hec.received().duplicates(), 0);
 }
 
@@ -488,10 +626,20 @@ async fn sentinel_fetches_a_new_token_when_its_token_expires() {
     expected.extend(env.generate(500));
     wait_complete(&env, &["sentinel"], &expected, Duration::from_secs(30)).await;
     assert_eq!(env.azure.tokens_issued(), 2);
-    let metrics = reqwest::get(format!("http://{}/metrics", c.metrics_addr())).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("uc_collector_events_delivered_total{product=\"ns/sentinel\"} 1000"), "{metrics}");
+    let metrics = reqwest::get(format!("http://{}/metrics", c.metrics_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("uc_collector_events_delivered_total{product=\"ns/sentinel\"} 1000"),
+        "{metrics}"
+    );
     assert!(metrics.contains("uc_collector_source_requests_total{code=\"200\"}"));
-    let ready = reqwest::get(format!("http://{}/readyz", c.metrics_addr())).await.unwrap();
+    let ready = reqwest::get(format!("http://{}/readyz", c.metrics_addr()))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &["sentinel"], &expected);

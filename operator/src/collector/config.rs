@@ -27,7 +27,15 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedConfig> {
 
 /// Parses and validates config text.
 pub fn parse(text: &str) -> anyhow::Result<LoadedConfig> {
-    let config: CollectorConfig = serde_yaml::from_str(text)?;
+    // serde_yaml writes enum variants as tags (`source: !okta {...}`, what the operator renders);
+    // people write maps (`source: {okta: {...}}`). Accept both.
+    let config: CollectorConfig = match serde_yaml::from_str(text) {
+        Ok(c) => c,
+        Err(tagged) => match serde_yaml::from_str::<serde_json::Value>(text) {
+            Ok(v) => serde_json::from_value(v)?,
+            Err(_) => return Err(tagged.into()),
+        },
+    };
     validate(&config)?;
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     Ok(LoadedConfig { config, hash })
@@ -226,6 +234,16 @@ state: { file: { path: /tmp/state.json } }
         assert_eq!(o.page_limit, 1000);
         assert_eq!(o.poll_interval.as_secs(), 15);
         assert_eq!(c.listen, "0.0.0.0:9090");
+    }
+
+    #[test]
+    fn accepts_the_tagged_form_the_operator_renders() {
+        let c = parse(OK).unwrap().config;
+        let rendered = serde_yaml::to_string(&c).unwrap();
+        assert!(rendered.contains("!okta"), "{rendered}");
+        assert_eq!(parse(&rendered).unwrap().config, c);
+        let broken = rendered.replace("domain:", "domian:");
+        assert!(format!("{:#}", parse(&broken).unwrap_err()).contains("domian"));
     }
 
     #[test]

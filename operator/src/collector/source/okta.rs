@@ -309,12 +309,12 @@ mod tests {
     fn budget_keeps_to_its_share() {
         let mut b = RateBudget::new(0.5);
         assert_eq!(b.wait(1000.0), None, "no headers yet: go");
-        for _ in 0..3 {
+        for _ in 0..2 {
             b.record(Some(6), Some(5), Some(1060));
             assert_eq!(b.wait(1000.0), None);
         }
         // Three of six used: the share is exhausted until the reset.
-        b.record(Some(6), Some(2), Some(1060));
+        b.record(Some(6), Some(3), Some(1060));
         let w = b.wait(1000.0).unwrap();
         assert!(
             w >= Duration::from_secs(60) && w <= Duration::from_secs(61),
