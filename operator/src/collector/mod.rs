@@ -162,17 +162,20 @@ pub async fn start(loaded: LoadedConfig, opts: Options) -> anyhow::Result<Runnin
                 overhead: p.overhead_per_event(),
                 max_age: tuning.batch_max_age,
             };
-            tokio::spawn(pipeline::product_task(
-                hub.clone(),
-                i,
-                id,
-                p,
-                lim,
-                wake.clone(),
-                hard_stop.clone(),
-                opts.timings,
-                metrics.clone(),
-            ))
+            tokio::spawn(
+                pipeline::ProductTask {
+                    hub: hub.clone(),
+                    slot: i,
+                    id,
+                    product: p,
+                    lim,
+                    source_wake: wake.clone(),
+                    hard_stop: hard_stop.clone(),
+                    timings: opts.timings,
+                    metrics: metrics.clone(),
+                }
+                .run(),
+            )
         })
         .collect();
     let persister = tokio::spawn(persist_loop(

@@ -959,7 +959,7 @@ pub async fn source_task(
         let req = match next {
             Ok(r) => r,
             Err(until) => {
-                let sleep = until.map(|u| tokio::time::Instant::from_std(u));
+                let sleep = until.map(tokio::time::Instant::from_std);
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = wake.notified() => {}
@@ -1011,41 +1011,48 @@ pub async fn source_task(
     }
 }
 
-/// Delivers one product's events, batch after batch, until drained or stopped.
-pub async fn product_task(
-    hub: Arc<Mutex<Hub>>,
-    slot: usize,
-    id: String,
-    product: Arc<AnyProduct>,
-    lim: BatchLimits,
-    source_wake: Arc<Notify>,
-    hard_stop: CancellationToken,
-    timings: Timings,
-    metrics: Arc<Metrics>,
-) {
-    let notify = hub.lock().unwrap().notifier(slot);
-    loop {
-        let take = hub.lock().unwrap().take(slot, lim);
-        match take {
-            Take::Done => return,
-            Take::Wait(d) => {
-                source_wake.notify_one();
-                tokio::select! {
-                    _ = hard_stop.cancelled() => return,
-                    _ = notify.notified() => {}
-                    _ = async { match d { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
+/// One product's delivery loop and what it needs.
+pub struct ProductTask {
+    pub hub: Arc<Mutex<Hub>>,
+    pub slot: usize,
+    pub id: String,
+    pub product: Arc<AnyProduct>,
+    pub lim: BatchLimits,
+    /// Woken after each batch: a replay may read its next page.
+    pub source_wake: Arc<Notify>,
+    pub hard_stop: CancellationToken,
+    pub timings: Timings,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ProductTask {
+    /// Delivers the product's events, batch after batch, until drained or stopped.
+    pub async fn run(self) {
+        let notify = self.hub.lock().unwrap().notifier(self.slot);
+        loop {
+            let take = self.hub.lock().unwrap().take(self.slot, self.lim);
+            match take {
+                Take::Done => return,
+                Take::Wait(d) => {
+                    self.source_wake.notify_one();
+                    tokio::select! {
+                        _ = self.hard_stop.cancelled() => return,
+                        _ = notify.notified() => {}
+                        _ = async { match d { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
+                    }
                 }
-            }
-            Take::Batch { events, epoch, end } => {
-                let outcome = tokio::select! {
-                    _ = hard_stop.cancelled() => return,
-                    o = deliver(&hub, slot, &id, &*product, &events, timings, &metrics) => o,
-                };
-                let last = events.iter().rev().find_map(|e| e.published);
-                hub.lock()
-                    .unwrap()
-                    .ack(slot, epoch, end, outcome.0, outcome.1, last);
-                source_wake.notify_one();
+                Take::Batch { events, epoch, end } => {
+                    let outcome = tokio::select! {
+                        _ = self.hard_stop.cancelled() => return,
+                        o = deliver(&self.hub, self.slot, &self.id, &self.product, &events, self.timings, &self.metrics) => o,
+                    };
+                    let last = events.iter().rev().find_map(|e| e.published);
+                    self.hub
+                        .lock()
+                        .unwrap()
+                        .ack(self.slot, epoch, end, outcome.0, outcome.1, last);
+                    self.source_wake.notify_one();
+                }
             }
         }
     }

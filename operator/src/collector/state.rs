@@ -47,7 +47,7 @@ struct StateFile {
 pub enum Store {
     File(PathBuf),
     ConfigMap {
-        api: kube::Api<ConfigMap>,
+        api: Box<kube::Api<ConfigMap>>,
         name: String,
     },
 }
@@ -63,7 +63,7 @@ impl Store {
                     .await
                     .context("state.configMap: cannot reach the Kubernetes API")?;
                 Store::ConfigMap {
-                    api: kube::Api::namespaced(client, namespace),
+                    api: Box::new(kube::Api::namespaced(client, namespace)),
                     name: name.clone(),
                 }
             }
