@@ -13,3 +13,9 @@ mod install;
 
 mod step1_crds;
 mod step2_validation;
+mod step3_sharing;
+mod step4_credentials;
+mod step5_rotation;
+mod step6_dataflow;
+mod step7_kstatus;
+mod step8_restart;

@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 
 use super::{Operator, suffix, wait_for};
 
@@ -207,6 +208,116 @@ impl TestEnv {
         Ok(serde_json::to_value(out).unwrap())
     }
 
+    /// Reads one of our custom resources (`kind` = UnifiedConnector or ProductBinding) as JSON.
+    pub async fn get(&self, ns: &str, kind: &str, name: &str) -> Option<serde_json::Value> {
+        let api = dynamic_api(
+            &self.client,
+            ns,
+            &serde_json::json!({"apiVersion": super::world::API_VERSION, "kind": kind}),
+        );
+        api.get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("reading {kind} {ns}/{name}: {e}"))
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    /// Deletes one of our custom resources (foreground is not needed: finalizers do the work).
+    pub async fn delete(&self, ns: &str, kind: &str, name: &str) {
+        let api = dynamic_api(
+            &self.client,
+            ns,
+            &serde_json::json!({"apiVersion": super::world::API_VERSION, "kind": kind}),
+        );
+        api.delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting {kind} {ns}/{name}: {e}"));
+    }
+
+    /// Waits until `kind ns/name` has been reconciled at its current generation and its
+    /// `status.phase` is `phase`; returns the object.
+    pub async fn wait_phase(
+        &self,
+        ns: &str,
+        kind: &str,
+        name: &str,
+        phase: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        wait_for(
+            &format!("{kind} {ns}/{name} to be {phase}"),
+            timeout,
+            || async {
+                let obj = self
+                    .get(ns, kind, name)
+                    .await
+                    .ok_or("not found".to_string())?;
+                let observed = obj["status"]["observedGeneration"] == obj["metadata"]["generation"];
+                if observed && obj["status"]["phase"] == phase {
+                    Ok(obj)
+                } else {
+                    Err(format!("status: {}", obj["status"]))
+                }
+            },
+        )
+        .await
+    }
+
+    /// The operator-managed Deployments in the operator namespace that serve this test's
+    /// domains (the source annotation names the domain, which embeds [`TestEnv::id`]).
+    pub async fn collectors(&self) -> Vec<Deployment> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.op_ns);
+        let lp = ListParams::default()
+            .labels("app.kubernetes.io/managed-by=unified-connectors-operator");
+        api.list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|d| {
+                d.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("connectors.unified.dev/source"))
+                    .is_some_and(|s| s.contains(&self.id))
+            })
+            .collect()
+    }
+
+    /// Names of the operator-managed objects (Deployments, ConfigMaps, Secrets) of this test's
+    /// sources (their names embed the domain, hence [`TestEnv::id`]), as `Kind/name`.
+    pub async fn managed_objects(&self) -> Vec<String> {
+        let lp = ListParams::default()
+            .labels("app.kubernetes.io/managed-by=unified-connectors-operator");
+        let mut out = Vec::new();
+        for d in Api::<Deployment>::namespaced(self.client.clone(), &self.op_ns)
+            .list(&lp)
+            .await
+            .unwrap()
+        {
+            out.push(format!(
+                "Deployment/{}",
+                d.metadata.name.unwrap_or_default()
+            ));
+        }
+        for c in Api::<ConfigMap>::namespaced(self.client.clone(), &self.op_ns)
+            .list(&lp)
+            .await
+            .unwrap()
+        {
+            out.push(format!("ConfigMap/{}", c.metadata.name.unwrap_or_default()));
+        }
+        for s in Api::<Secret>::namespaced(self.client.clone(), &self.op_ns)
+            .list(&lp)
+            .await
+            .unwrap()
+        {
+            out.push(format!("Secret/{}", s.metadata.name.unwrap_or_default()));
+        }
+        out.retain(|o| o.contains(&self.id));
+        out.sort();
+        out
+    }
+
     /// Deletes the test's namespaces (best effort; the cluster is thrown away after the run).
     pub async fn cleanup(self) {
         let api: Api<Namespace> = Api::all(self.client.clone());
@@ -254,4 +365,19 @@ pub fn refusal(err: &kube::Error) -> Option<(u16, String, String, Vec<String>)> 
         }
         _ => None,
     }
+}
+
+/// `(status, reason, message)` of condition `type_` in an object's status.
+pub fn condition(obj: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
 }

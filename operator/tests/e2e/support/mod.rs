@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod collector;
 pub mod kstatus;
 pub mod operator;
+pub mod world;
 
 use std::fmt::Display;
 use std::future::Future;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 pub use cluster::{TestEnv, apply_crds, client};
 pub use collector::LocalCollector;
 pub use operator::Operator;
+pub use world::World;
 
 /// Default deadline for the operator to converge on a change (generous: 2 shared cores).
 pub const CONVERGE: Duration = Duration::from_secs(60);
