@@ -45,7 +45,8 @@ struct Serve {
     /// Okta org domain to seed and feed (`--seed-events`, `--live-rate`); repeatable.
     #[arg(long = "org")]
     orgs: Vec<String>,
-    /// Events generated into each `--org` at start (persisted over the last hour).
+    /// Events generated into each `--org` at start, persisted over the last 50 minutes: a
+    /// connector created within 10 minutes with the default 1 h look-back sees all of them.
     #[arg(long, default_value_t = 0)]
     seed_events: usize,
     /// Live events per second appended to each `--org`.
@@ -150,8 +151,8 @@ async fn main() -> anyhow::Result<()> {
 
     for org in &a.orgs {
         if a.seed_events > 0 {
-            let start = chrono::Utc::now() - chrono::Duration::hours(1);
-            let spacing_ms = (3_600_000 / a.seed_events as u64).max(1);
+            let start = chrono::Utc::now() - chrono::Duration::minutes(50);
+            let spacing_ms = (3_000_000 / a.seed_events as u64).max(1);
             okta.generate_events(
                 org,
                 a.seed_events,
@@ -183,8 +184,11 @@ async fn main() -> anyhow::Result<()> {
     });
     let line = serde_json::to_string(&info)?;
     if let Some(path) = &a.info_file {
-        std::fs::write(path, format!("{line}\n"))
-            .with_context(|| format!("write {}", path.display()))?;
+        // Written then renamed, so a script polling for the file never reads half of it.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{line}\n"))
+            .with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
     }
     println!("{line}");
     tracing::info!(okta = %okta.url(), azure = %azure.url(), hec = %hec.url(), webhook = %webhook.url(), "test servers listening");
