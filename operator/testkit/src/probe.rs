@@ -235,4 +235,68 @@ mod tests {
         assert!(array(br#"[{"uuid":"x"}] trailing"#, &["uuid"]).is_err());
         assert_eq!(array(b"[]", &["uuid"]).unwrap(), vec![]);
     }
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// What the probe must find, computed the slow way on a `Value` tree.
+    fn expected(v: &Value, path: &[&str]) -> Shape {
+        match v {
+            Value::Null => Shape::Null,
+            Value::String(s) => Shape::String {
+                empty: s.is_empty(),
+            },
+            Value::Object(_) => {
+                let mut at = Some(v);
+                for k in path {
+                    at = at.and_then(|x| x.as_object()).and_then(|o| o.get(*k));
+                }
+                Shape::Object {
+                    found: at.and_then(Value::as_str).map(str::to_string),
+                }
+            }
+            _ => Shape::Other,
+        }
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\\\"\\u{e9}]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("uuid".to_string()),
+                        Just("event".to_string()),
+                        "[a-z]{1,3}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn probe_agrees_with_a_full_parse(items in prop::collection::vec(json(), 0..6)) {
+            let body = serde_json::to_vec(&items).unwrap();
+            for path in [&["uuid"][..], &["event", "uuid"][..]] {
+                let got = array(&body, path).unwrap();
+                let want: Vec<Shape> = items.iter().map(|v| expected(v, path)).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+
+        #[test]
+        fn probe_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = array(&bytes, &["uuid"]);
+        }
+    }
 }
