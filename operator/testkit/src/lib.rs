@@ -9,13 +9,15 @@
 //!   tokio runtime until dropped;
 //! - exposes its state to in-process tests through methods, and to other processes (the e2e
 //!   suite, `make demo`) through a small JSON admin API under `/_admin/` (see [`admin`]);
-//! - can be told to misbehave ([`okta::Fault`], [`ProductFault`], [`Received`] "down" switch)
-//!   so that tests exercise retries, back-off and isolation.
+//! - can be told to misbehave ([`okta::Fault`], [`ProductFault`], and a "down" switch: 503 on
+//!   everything) so that tests exercise retries, back-off and isolation.
 //!
 //! Servers: [`okta::OktaServer`] (System Log polling, rate limits, auth), [`azure::AzureServer`]
 //! (Entra token endpoint + Logs Ingestion API), [`hec::HecServer`] (Splunk HTTP Event Collector),
 //! [`webhook::WebhookServer`] (Standard Webhooks receiver). Product servers share the
 //! [`Received`] view used to assert "every event exactly once".
+//!
+//! See `operator/testkit/README.md` for the `uc-testkit serve` binary and the admin API.
 
 pub mod admin;
 pub mod azure;

@@ -29,7 +29,8 @@
 //! `GET /_admin/requests` ([`LoggedRequest`]s), `GET /_admin/uuids?org=D` (uuids in persistence
 //! order), `POST /_admin/fault[?org=D]` ([`Fault`], for one org or any), `POST /_admin/down` ([`crate::admin::Down`]),
 //! `POST /_admin/tokens` ([`TokenChange`]), `POST /_admin/events` ([`AddEvents`]),
-//! `POST /_admin/live` ([`Live`]), `POST /_admin/rate_limit` ([`RateLimits`]).
+//! `POST /_admin/live` ([`Live`]), `POST /_admin/rate_limit` ([`RateLimits`]),
+//! `POST /_admin/clear` (request counters, journal and faults; events stay).
 
 pub mod events;
 mod log;
@@ -486,6 +487,11 @@ impl OktaServer {
             .push_back((Some(normalize_org(org)), fault));
     }
 
+    /// Forgets request counters, the request journal and queued faults (events stay).
+    pub fn clear_counters(&self) {
+        self.shared.clear_counters();
+    }
+
     /// Drops queued faults.
     pub fn clear_faults(&self) {
         self.shared.faults.lock().unwrap().clear();
@@ -535,6 +541,13 @@ fn router(shared: Arc<Shared>) -> Router {
             }),
         )
         .route("/_admin/uuids", get(admin_uuids))
+        .route(
+            "/_admin/clear",
+            post(|State(s): State<Arc<Shared>>| async move {
+                s.clear_counters();
+                Json(s.stats())
+            }),
+        )
         .route(
             "/_admin/fault",
             post(
@@ -841,6 +854,13 @@ impl Shared {
             return log.clone();
         }
         self.orgs.write().unwrap().entry(org).or_default().clone()
+    }
+
+    /// Forgets request counters, the request journal and queued faults (events stay).
+    fn clear_counters(&self) {
+        *self.stats.lock().unwrap() = LogRequests::default();
+        self.journal.lock().unwrap().clear();
+        self.faults.lock().unwrap().clear();
     }
 
     fn stats(&self) -> OktaStats {

@@ -357,6 +357,12 @@ async fn admin_api_drives_the_server_from_another_process() {
     assert_eq!(stats.requests.by_token["t9"], 2);
     assert_eq!(stats.requests.events_served, 5);
     assert_eq!(stats.events["x.okta.com"], 5);
+    c.post(format!("{}/_admin/clear", s.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.log_requests(), LogRequests::default());
+    assert_eq!(s.event_count("x.okta.com"), 5);
 }
 
 #[tokio::test]
