@@ -110,11 +110,37 @@ async fn killing_the_operator_midway_converges_to_the_same_state() {
         .await;
     }
 
-    // Converged means quiet: no object of ours changes any more.
+    // Every binding names the collector serving it, as in an uninterrupted run.
+    for b in ["c0-hook", "c0-splunk", "c1-hook", "c1-splunk", "c2-hook"] {
+        wait_for(&format!("{b} to name its collector"), CONVERGE, || async {
+            let obj = env.get(&ns, "ProductBinding", b).await.unwrap();
+            if obj["status"]["collector"].is_string() {
+                Ok(())
+            } else {
+                Err(obj["status"].to_string())
+            }
+        })
+        .await;
+    }
+
+    // Converged means quiet: once nothing has changed for 3 s, nothing changes for 10 s more
+    // (a reconcile loop would keep bumping resourceVersions).
+    let last = std::sync::Mutex::new(versions(&env, &ns).await);
+    wait_for("the objects to settle", CONVERGE, || async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = versions(&env, &ns).await;
+        let before = std::mem::replace(&mut *last.lock().unwrap(), now.clone());
+        if now == before {
+            Ok(())
+        } else {
+            Err(format!("changed: {:?}", diff(&before, &now)))
+        }
+    })
+    .await;
     let snapshot = versions(&env, &ns).await;
     stays(
         "no further writes after convergence",
-        Duration::from_secs(8),
+        Duration::from_secs(10),
         || async {
             let now = versions(&env, &ns).await;
             if now == snapshot {
@@ -139,9 +165,15 @@ async fn versions(env: &TestEnv, ns: &str) -> BTreeMap<String, String> {
             &serde_json::json!({"apiVersion": crate::support::world::API_VERSION, "kind": kind}),
         );
         for o in api.list(&Default::default()).await.unwrap() {
+            // The status too: a diff then shows what keeps changing.
+            let status = o
+                .data
+                .get("status")
+                .map(|s| s.to_string())
+                .unwrap_or_default();
             out.insert(
                 format!("{kind}/{}", o.metadata.name.unwrap()),
-                o.metadata.resource_version.unwrap(),
+                format!("{} {status}", o.metadata.resource_version.unwrap()),
             );
         }
     }
@@ -157,6 +189,11 @@ async fn versions(env: &TestEnv, ns: &str) -> BTreeMap<String, String> {
 fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
     b.iter()
         .filter(|(k, v)| a.get(*k) != Some(v))
-        .map(|(k, _)| k.clone())
+        .map(|(k, v)| {
+            format!(
+                "{k}: {} -> {v}",
+                a.get(k).map(String::as_str).unwrap_or("(none)")
+            )
+        })
         .collect()
 }
