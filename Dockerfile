@@ -4,8 +4,8 @@
 # The tag must match the chart's appVersion (charts/unified-connectors/Chart.yaml) and the workspace version.
 
 # ---- build -------------------------------------------------------------------------------------------------
-# Same toolchain line as CI (edition 2024, rust-version 1.89 or newer).
-FROM rust:1.91-bookworm AS build
+# The toolchain CI builds and tests with (edition 2024; the workspace needs 1.89 or newer).
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Only what the build needs (see .dockerignore); the lock file pins every dependency.
 COPY Cargo.toml Cargo.lock ./
