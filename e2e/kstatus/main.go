@@ -16,6 +16,7 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -73,8 +74,10 @@ func main() {
 
 // decode accepts a single object or any *List kind with an items array.
 func decode(data []byte) ([]*unstructured.Unstructured, error) {
+	// utiljson decodes whole numbers as int64, as unstructured accessors require
+	// (encoding/json would give float64 and kstatus could not read metadata.generation).
 	var raw map[string]any
-	if err := json.Unmarshal(data, &raw); err != nil {
+	if err := utiljson.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("input is not a JSON object: %w", err)
 	}
 	obj := &unstructured.Unstructured{Object: raw}

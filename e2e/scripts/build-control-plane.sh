@@ -57,8 +57,8 @@ build() {
 	else
 		log "$name: building $pkg (cold builds take minutes)"
 		local start=$SECONDS
-		(cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/.$name.tmp" "$pkg")
-		mv -f "$out/.$name.tmp" "$out/$name"
+		(cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/.$name.$$.tmp" "$pkg")
+		mv -f "$out/.$name.$$.tmp" "$out/$name"
 		log "$name: built in $((SECONDS - start))s"
 	fi
 	[[ "$out" == "$BIN_DIR" ]] || ln -sfn "$out/$name" "$BIN_DIR/$name"

@@ -25,7 +25,7 @@ pub fn binary() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-    cache.join("unified-connectors/control-plane/current/bin/kstatus")
+    cache.join("unified-connectors/control-plane/current/kstatus")
 }
 
 /// The verdict on one object (as JSON, exactly as the API server returned it).
