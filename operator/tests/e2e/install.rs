@@ -177,12 +177,8 @@ fn changes(before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) ->
     out
 }
 
-/// Server-side applies `manifests` twice and asserts the second apply changed nothing.
-fn apply_twice_without_drift(
-    what: &str,
-    manifests: &str,
-    namespace: Option<&str>,
-) -> BTreeMap<String, Value> {
+/// `kubectl apply --server-side` of `manifests` (into `namespace` when given); returns its output.
+fn apply_server_side(manifests: &str, namespace: Option<&str>) -> String {
     let mut args = vec![
         "apply",
         "--server-side",
@@ -194,10 +190,19 @@ fn apply_twice_without_drift(
     if let Some(ns) = namespace {
         args.extend(["-n", ns]);
     }
-    kubectl(&args, Some(manifests));
+    kubectl(&args, Some(manifests))
+}
+
+/// Server-side applies `manifests` twice and asserts the second apply changed nothing.
+fn apply_twice_without_drift(
+    what: &str,
+    manifests: &str,
+    namespace: Option<&str>,
+) -> BTreeMap<String, Value> {
+    apply_server_side(manifests, namespace);
     let first = snapshot(manifests, namespace);
     assert!(!first.is_empty(), "{what}: nothing applied");
-    let out = kubectl(&args, Some(manifests));
+    let out = apply_server_side(manifests, namespace);
     let second = snapshot(manifests, namespace);
     assert!(
         first == second,
@@ -653,17 +658,7 @@ async fn helm_installed_operator_reconciles_the_samples() {
     let release = format!("uc-{}", env.id);
     let template_arg = format!("extraArgs[0]=--okta-url-template={}", okta.url_template());
     let manifests = helm_template(&release, &op_ns, &["--set-string", &template_arg]);
-    kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "uc-e2e-install",
-            "-f",
-            "-",
-        ],
-        Some(&manifests),
-    );
+    apply_server_side(&manifests, None);
     let rendered = docs(&manifests);
     let deploy = find(&rendered, "Deployment", "unified-connectors");
     let sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
@@ -679,19 +674,7 @@ async fn helm_installed_operator_reconciles_the_samples() {
 
     let user_ns = env.namespace("security").await;
     let samples = kustomize("config/samples");
-    kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "uc-e2e-install",
-            "-n",
-            &user_ns,
-            "-f",
-            "-",
-        ],
-        Some(&samples),
-    );
+    apply_server_side(&samples, Some(&user_ns));
 
     // The connector and every binding are reconciled (observedGeneration caught up) and wait for data.
     let get = |kind: &str, name: &str| -> Result<Value, String> {
@@ -786,19 +769,7 @@ async fn helm_installed_operator_reconciles_the_samples() {
     // the operator wrote only status and its finalizer, never the user's fields.
     op.stop();
     let before = snapshot(&samples, Some(&user_ns));
-    let out = kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "uc-e2e-install",
-            "-n",
-            &user_ns,
-            "-f",
-            "-",
-        ],
-        Some(&samples),
-    );
+    let out = apply_server_side(&samples, Some(&user_ns));
     let after = snapshot(&samples, Some(&user_ns));
     assert!(
         before == after,
