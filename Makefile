@@ -3,15 +3,20 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/unified-connectors
 
-.PHONY: all build test unit crds crds-check lint fmt control-plane cluster-up cluster-down e2e bench bench-collector bench-operator demo helm-lint clean
+.PHONY: all build test unit crds crds-check lint fmt argocd-test control-plane cluster-up cluster-down e2e bench bench-collector bench-operator demo helm-lint clean
 
 all: build
 
 build:
 	$(CARGO) build --workspace --bins
 
-## make test: unit and integration tests, CRD drift check, then the end-to-end suite on a real control plane.
-test: unit crds-check lint e2e
+## make test: unit and integration tests, CRD drift check, lints, the Argo CD health check and Helm
+## chart checks, then the end-to-end suite on a real control plane.
+test: unit crds-check lint argocd-test helm-lint e2e
+
+## The Argo CD Lua health check against sample statuses (installs lua5.4 if missing).
+argocd-test:
+	config/argocd/test.sh
 
 unit:
 	$(CARGO) test --workspace
