@@ -25,8 +25,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SCRIPTS="$ROOT/e2e/scripts"
 cd "$ROOT"
 
-BIN="$ROOT/target/debug/unified-connectors"
-TESTKIT="$ROOT/target/debug/uc-testkit"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/debug/unified-connectors"
+TESTKIT="$TARGET/debug/uc-testkit"
 OP_NS=unified-connectors-system
 USER_NS=security
 RELEASE=unified-connectors
