@@ -891,3 +891,64 @@ fn alerts_and_dashboard_queries_parse_and_use_real_metrics() {
         }
     }
 }
+
+/// The image every install path runs is the one the Dockerfile builds, at this crate's version:
+/// Chart.yaml's appVersion, the chart's and config/manager's image and command, the operator's
+/// default collector image. A version bump that misses one of them fails here (`make unit`).
+#[test]
+fn install_paths_reference_the_image_the_dockerfile_builds() {
+    let read = |p: &str| std::fs::read_to_string(repo().join(p)).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let image = format!("ghcr.io/unified-connectors/unified-connectors:{version}");
+
+    let chart: Value = serde_yaml::from_str(&read("charts/unified-connectors/Chart.yaml")).unwrap();
+    assert_eq!(chart["appVersion"], version, "Chart.yaml appVersion");
+    let values: Value =
+        serde_yaml::from_str(&read("charts/unified-connectors/values.yaml")).unwrap();
+    assert_eq!(
+        format!(
+            "{}:{}",
+            values["image"]["repository"].as_str().unwrap(),
+            version
+        ),
+        image
+    );
+
+    let manager = docs(&read("config/manager/manager.yaml"));
+    let container = &find(&manager, "Deployment", "unified-connectors")["spec"]["template"]["spec"]
+        ["containers"][0];
+    assert_eq!(container["image"], image.as_str(), "config/manager image");
+    let collector_env = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "COLLECTOR_IMAGE")
+        .expect("COLLECTOR_IMAGE in config/manager");
+    assert_eq!(collector_env["value"], image.as_str());
+    let kustomization = read("config/manager/kustomization.yaml");
+    assert!(
+        kustomization.contains(&format!("newTag: {version}")),
+        "config/manager/kustomization.yaml newTag"
+    );
+
+    // The binary's path in the image is the command both Deployments run.
+    let command = container["command"][0].as_str().unwrap();
+    let dockerfile = read("Dockerfile");
+    assert!(
+        dockerfile.contains(&format!(
+            "COPY --from=build /out/unified-connectors {command}"
+        )),
+        "the Dockerfile does not install the binary at {command}"
+    );
+    assert!(
+        read("charts/unified-connectors/templates/deployment.yaml")
+            .contains(&format!("command: [\"{command}\"]")),
+        "the chart runs another command than {command}"
+    );
+    // The operator's own default for collector Deployments is the same image.
+    let args = read("operator/src/controller/mod.rs");
+    assert!(
+        args.contains("\"ghcr.io/unified-connectors/unified-connectors:\""),
+        "operator default collector image"
+    );
+}
