@@ -17,9 +17,16 @@ export UC_KSTATUS="${UC_KSTATUS:-$BIN/kstatus}"
 UC_CLUSTER_DIR="${UC_E2E_CLUSTER_DIR:-$(mktemp -u /tmp/uc-e2e.XXXXXX)}"
 export UC_CLUSTER_DIR
 
+TEST_PID=""
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	# On interrupt the tests die without running their Drop guards: end their whole process
+	# group (test binary, operator and collector children) before the cluster goes.
+	if [[ -n "$TEST_PID" ]] && kill -0 "$TEST_PID" 2>/dev/null; then
+		kill -TERM -- "-$TEST_PID" 2>/dev/null || kill -TERM "$TEST_PID" 2>/dev/null || true
+		wait "$TEST_PID" 2>/dev/null || true
+	fi
 	if [[ -n "${UC_E2E_KEEP_CLUSTER:-}" ]]; then
 		echo "[e2e] keeping the cluster: UC_CLUSTER_DIR=$UC_CLUSTER_DIR $SCRIPTS/cluster.sh down" >&2
 	else
@@ -34,5 +41,9 @@ trap 'exit 143' TERM
 eval "$("$SCRIPTS/cluster.sh" up)"
 echo "[e2e] cluster up, KUBECONFIG=$KUBECONFIG" >&2
 
-# The operator and collector binaries are built by cargo as part of the test target.
-cargo test -p unified-connectors --test e2e -- --ignored --test-threads=1 "$@"
+# The operator and collector binaries are built by cargo as part of the test target. The
+# tests run in their own process group, in the background, so that a signal reaches the traps
+# at once (bash defers traps while a foreground child runs) and can end the whole group.
+setsid cargo test -p unified-connectors --test e2e -- --ignored --test-threads=1 "$@" &
+TEST_PID=$!
+wait "$TEST_PID"
