@@ -130,8 +130,8 @@ fn find<'a>(docs: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} named *{name_suffix} in the rendered manifests"))
 }
 
-/// `kind/namespace/name -> live object` for every object in the manifests, without
-/// `metadata.resourceVersion`: the API server rewrites a custom resource once after its creation
+/// `kind/namespace/name -> live object` for every object in the manifests, without `status`
+/// (controllers own it) and `metadata.resourceVersion`: the API server rewrites a custom resource once after its creation
 /// to persist the CRD's status default (`observedGeneration: -1`) with no visible change, so
 /// "nothing changed" is judged on content and `metadata.generation`, as GitOps tools judge drift.
 fn snapshot(manifests: &str, namespace: Option<&str>) -> BTreeMap<String, Value> {
@@ -158,6 +158,7 @@ fn snapshot(manifests: &str, namespace: Option<&str>) -> BTreeMap<String, Value>
                 .as_object_mut()
                 .unwrap()
                 .remove("resourceVersion");
+            o.as_object_mut().unwrap().remove("status");
             (key, o)
         })
         .collect()
@@ -657,10 +658,47 @@ async fn helm_installed_operator_reconciles_the_samples() {
     );
     let release = format!("uc-{}", env.id);
     let template_arg = format!("extraArgs[0]=--okta-url-template={}", okta.url_template());
-    let manifests = helm_template(&release, &op_ns, &["--set-string", &template_arg]);
-    apply_server_side(&manifests, None);
+    // A real `helm install` (release record, schema check, CRDs from crds/ when missing).
+    let chart = repo().join("charts/unified-connectors");
+    let chart = chart.to_str().unwrap();
+    let helm_args = |verb: &str| -> Vec<String> {
+        [
+            verb,
+            &release,
+            chart,
+            "--namespace",
+            &op_ns,
+            "--set-string",
+            &template_arg,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let args = helm_args("install");
+    run(
+        &helm(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        None,
+    );
+    let manifests = run(&helm(), &["get", "manifest", &release, "-n", &op_ns], None);
+    // Upgrading to the same chart and values touches nothing (Helm's three-way merge finds no change).
+    let installed = snapshot(&manifests, None);
+    let args = helm_args("upgrade");
+    run(
+        &helm(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        None,
+    );
+    let upgraded = snapshot(&manifests, None);
+    assert!(
+        installed == upgraded,
+        "helm upgrade with the same values changed objects:\n{}",
+        changes(&installed, &upgraded)
+    );
     let rendered = docs(&manifests);
     let deploy = find(&rendered, "Deployment", "unified-connectors");
+    let release_deploy = deploy["metadata"]["name"].as_str().unwrap().to_string();
     let sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
         .as_str()
         .unwrap();
@@ -810,6 +848,22 @@ async fn helm_installed_operator_reconciles_the_samples() {
     assert!(
         !log.contains("forbidden"),
         "the operator hit an RBAC denial:\n{log}"
+    );
+
+    // `helm uninstall` removes the operator and its RBAC but keeps the CRDs (and so the users' objects).
+    run(&helm(), &["uninstall", &release, "-n", &op_ns], None);
+    let gone = try_run(
+        Path::new("kubectl"),
+        &["get", "deployment", &release_deploy, "-n", &op_ns],
+        None,
+    );
+    assert!(
+        gone.is_err(),
+        "the operator Deployment survived helm uninstall"
+    );
+    kubectl(
+        &["get", "crd", "unifiedconnectors.connectors.unified.dev"],
+        None,
     );
     env.cleanup().await;
 }
