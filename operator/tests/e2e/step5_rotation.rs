@@ -8,21 +8,16 @@ use kube::api::{Api, ListParams};
 use uc_testkit::okta::Permission;
 use unified_connectors::contract::OKTA_TOKEN_KEY;
 
-use crate::support::world::{GOOD_TOKEN, connector};
-use crate::support::{CONVERGE, TestEnv, World, wait_for};
+use crate::support::world::{GOOD_TOKEN, connector, setup};
+use crate::support::{CONVERGE, wait_for};
 
 const ROTATED: &str = "00rotated-okta-token-e2e";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a control plane: make e2e"]
 async fn rotating_the_secret_rolls_the_collector() {
-    let mut env = TestEnv::new("rotate").await;
-    let world = World::start().await;
+    let (env, world, _op, ns) = setup("rotate").await;
     world.okta.add_token(ROTATED, Permission::ReadOnlyAdmin);
-    let args = world.operator_args();
-    let _op = env.start_operator(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let ns = env.namespace("sec").await;
-    world.secrets(&env, &ns, GOOD_TOKEN).await;
     env.apply(&ns, &connector("okta", &env.domain("rot"), "okta-token"))
         .await
         .unwrap();
@@ -32,15 +27,7 @@ async fn rotating_the_secret_rolls_the_collector() {
 
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.op_ns);
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.op_ns);
-    let name = wait_for("the collector", CONVERGE, || async {
-        env.collectors()
-            .await
-            .into_iter()
-            .next()
-            .and_then(|d| d.metadata.name)
-            .ok_or("none yet")
-    })
-    .await;
+    let name = env.first_collector().await;
     let token_in = |s: Secret| -> String {
         String::from_utf8(
             s.data

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use uc_testkit::okta::GenerateOptions;
 
-use crate::support::world::{GOOD_TOKEN, connector};
-use crate::support::{CONVERGE, LocalCollector, TestEnv, World, kstatus, wait_for};
+use crate::support::world::{connector, setup};
+use crate::support::{CONVERGE, LocalCollector, World, kstatus};
 
 /// Reports are persisted every few seconds and rolled up by the operator: allow for both.
 pub const FLOW: Duration = Duration::from_secs(120);
@@ -49,12 +49,7 @@ pub fn generate(world: &World, org: &str, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a control plane: make e2e"]
 async fn events_flow_exactly_once_to_three_products_from_one_okta_stream() {
-    let mut env = TestEnv::new("flow").await;
-    let world = World::start().await;
-    let args = world.operator_args();
-    let _op = env.start_operator(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let ns = env.namespace("sec").await;
-    world.secrets(&env, &ns, GOOD_TOKEN).await;
+    let (env, world, _op, ns) = setup("flow").await;
 
     let domain = env.domain("flow");
     let org = uc_testkit::okta::normalize_org(&domain);
@@ -74,15 +69,7 @@ async fn events_flow_exactly_once_to_three_products_from_one_okta_stream() {
     }
 
     // Without a running collector the connector is accepted but Pending.
-    let collector = wait_for("the collector Deployment", CONVERGE, || async {
-        env.collectors()
-            .await
-            .into_iter()
-            .next()
-            .and_then(|d| d.metadata.name)
-            .ok_or("none yet")
-    })
-    .await;
+    let collector = env.first_collector().await;
     let pending = env
         .wait_phase(&ns, "UnifiedConnector", "okta", "Pending", CONVERGE)
         .await;
@@ -149,7 +136,7 @@ async fn events_flow_exactly_once_to_three_products_from_one_okta_stream() {
     }
     let (served, checks) = served_to_collector(&world, &org);
     assert!(
-        served >= N && served < 2 * N,
+        (N..2 * N).contains(&served),
         "Okta served {served} events for {N}: more than one stream"
     );
     assert!(

@@ -3,18 +3,13 @@
 //! must fix), `InProgress` while reconciling (no data yet), `Current` once data flows.
 
 use crate::step6_dataflow::{FLOW, generate};
-use crate::support::world::{GOOD_TOKEN, connector};
-use crate::support::{CONVERGE, LocalCollector, TestEnv, World, kstatus, wait_for};
+use crate::support::world::{GOOD_TOKEN, connector, setup};
+use crate::support::{CONVERGE, LocalCollector, kstatus};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a control plane: make e2e"]
 async fn kstatus_sees_failed_then_in_progress_then_current() {
-    let mut env = TestEnv::new("kstatus").await;
-    let world = World::start().await;
-    let args = world.operator_args();
-    let _op = env.start_operator(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let ns = env.namespace("sec").await;
-    world.secrets(&env, &ns, GOOD_TOKEN).await;
+    let (env, world, _op, ns) = setup("kstatus").await;
     let domain = env.domain("ks");
     generate(&world, &uc_testkit::okta::normalize_org(&domain), 20);
 
@@ -50,15 +45,7 @@ async fn kstatus_sees_failed_then_in_progress_then_current() {
     );
 
     // Current: data reaches the product.
-    let collector = wait_for("the collector Deployment", CONVERGE, || async {
-        env.collectors()
-            .await
-            .into_iter()
-            .next()
-            .and_then(|d| d.metadata.name)
-            .ok_or("none yet")
-    })
-    .await;
+    let collector = env.first_collector().await;
     let _local = LocalCollector::start(&env.client, &env.op_ns, &collector)
         .await
         .unwrap();

@@ -10,18 +10,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use unified_connectors::contract::{CONFIG_KEY, CollectorConfig};
 
-use crate::support::world::{GOOD_TOKEN, connector};
-use crate::support::{CONVERGE, TestEnv, World, stays, wait_for};
+use crate::support::world::{connector, setup};
+use crate::support::{CONVERGE, TestEnv, stays, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a control plane: make e2e"]
 async fn killing_the_operator_midway_converges_to_the_same_state() {
-    let mut env = TestEnv::new("restart").await;
-    let world = World::start().await;
-    let args = world.operator_args();
-    let mut op = env.start_operator(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let ns = env.namespace("sec").await;
-    world.secrets(&env, &ns, GOOD_TOKEN).await;
+    let (env, world, mut op, ns) = setup("restart").await;
 
     // First half while the operator runs...
     let domains: Vec<String> = (0..3).map(|i| env.domain(&format!("r{i}"))).collect();

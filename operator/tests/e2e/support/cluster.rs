@@ -283,6 +283,19 @@ impl TestEnv {
             .collect()
     }
 
+    /// Waits for this test's (first) collector Deployment and returns its name.
+    pub async fn first_collector(&self) -> String {
+        wait_for("the collector Deployment", super::CONVERGE, || async {
+            self.collectors()
+                .await
+                .into_iter()
+                .next()
+                .and_then(|d| d.metadata.name)
+                .ok_or("none yet")
+        })
+        .await
+    }
+
     /// Names of the operator-managed objects (Deployments, ConfigMaps, Secrets) of this test's
     /// sources (their names embed the domain, hence [`TestEnv::id`]), as `Kind/name`.
     pub async fn managed_objects(&self) -> Vec<String> {

@@ -267,16 +267,7 @@ impl Drop for LocalCollector {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "----- collector log ({}), last {} lines -----",
-                self.log_path.display(),
-                tail.len()
-            );
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
+            super::print_log_tail("collector", &self.log_path, 60);
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

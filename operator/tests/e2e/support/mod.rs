@@ -118,3 +118,17 @@ fn short(v: &serde_json::Value) -> String {
         s
     }
 }
+
+/// Prints the last `lines` lines of a child process's log file to stderr (for failing tests).
+pub fn print_log_tail(label: &str, path: &std::path::Path, lines: usize) {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+    eprintln!(
+        "----- {label} log ({}), last {} lines -----",
+        path.display(),
+        tail.len()
+    );
+    for l in tail.iter().rev() {
+        eprintln!("{l}");
+    }
+}

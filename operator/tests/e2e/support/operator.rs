@@ -99,16 +99,7 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!(
-                "----- operator log ({}), last {} lines -----",
-                self.log_path.display(),
-                tail.len()
-            );
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
+            super::print_log_tail("operator", &self.log_path, 80);
         }
     }
 }

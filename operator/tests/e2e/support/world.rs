@@ -8,7 +8,7 @@ use uc_testkit::hec::{self, HecServer};
 use uc_testkit::okta::{self, OktaServer, Permission};
 use uc_testkit::webhook::{self, WebhookServer};
 
-use super::TestEnv;
+use super::{Operator, TestEnv};
 
 pub const API_VERSION: &str = "connectors.unified.dev/v1alpha1";
 /// The Okta token every test org accepts (a read-only admin's).
@@ -133,4 +133,17 @@ pub fn binding(name: &str, connector: &str, product: Value) -> Value {
         "metadata": {"name": name},
         "spec": {"connectorRef": {"name": connector}, "product": product},
     })
+}
+
+/// The usual start of a data test: a [`TestEnv`], the [`World`] servers, the operator pointed
+/// at them, and one user namespace `sec` holding the Okta token Secret (`okta-token`, with
+/// [`GOOD_TOKEN`]) and the product Secrets.
+pub async fn setup(name: &str) -> (TestEnv, World, Operator, String) {
+    let mut env = TestEnv::new(name).await;
+    let world = World::start().await;
+    let args = world.operator_args();
+    let op = env.start_operator(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ns = env.namespace("sec").await;
+    world.secrets(&env, &ns, GOOD_TOKEN).await;
+    (env, world, op, ns)
 }
