@@ -16,7 +16,8 @@
 #     the Okta request count (one collector for three products), and the metrics URLs,
 # until Ctrl-C; then stops everything it started and removes the cluster.
 #
-# Environment: UC_DEMO_DURATION=SECONDS stops by itself (0 = until Ctrl-C; default), UC_DEMO_EVENTS_PER_SEC
+# Environment: UC_DEMO_DURATION=SECONDS stops by itself and then checks that everything is Ready and every
+# product received events exactly once (a smoke test; 0 = until Ctrl-C, the default), UC_DEMO_EVENTS_PER_SEC
 # (default 5) and UC_DEMO_SEED_EVENTS (default 500) shape the Okta traffic, UC_DEMO_KEEP=1 keeps the state
 # directory (logs) after exit.
 set -euo pipefail
@@ -326,6 +327,27 @@ render() {
 	echo "Logs: $DEMO_DIR/operator.log, $DEMO_DIR/collectors/*/collector.log"
 }
 
+# verify: with UC_DEMO_DURATION the demo doubles as a smoke test: every connector and binding Ready, every
+# product received events, none twice.
+verify() {
+	local passed=0 failed=0 key url name stats
+	check() {
+		if eval "$2"; then passed=$((passed + 1)); else failed=$((failed + 1)); log "FAIL: $1"; fi
+	}
+	for key in "${!LAST_PHASE[@]}"; do
+		check "$key is ${LAST_PHASE[$key]}, not Ready" "[[ ${LAST_PHASE[$key]} == Ready ]]"
+	done
+	check "no connector or binding seen" "((${#LAST_PHASE[@]} == 4))"
+	for name in Sentinel:$AZURE_URL Splunk:$HEC_URL webhook:$WEBHOOK_URL; do
+		url="${name#*:}"
+		stats="$(curl -fsS --max-time 2 "$url/_admin/stats" || echo '{}')"
+		check "${name%%:*} received nothing" "(($(jq '.received.unique // 0' <<<"$stats") > 0))"
+		check "${name%%:*} received duplicates" "(($(jq '.received.duplicates // 1' <<<"$stats") == 0))"
+	done
+	echo "demo: $passed passed, $failed failed"
+	((failed == 0))
+}
+
 step "7/7 Watching (phases move Pending -> Ready once each product has received data)"
 START=$SECONDS
 last_printed=""
@@ -353,7 +375,8 @@ while :; do
 	fi
 	if ((DURATION > 0 && SECONDS - START >= DURATION)); then
 		log "UC_DEMO_DURATION=${DURATION}s reached"
-		break
+		verify
+		exit $?
 	fi
 	sleep 2
 done
