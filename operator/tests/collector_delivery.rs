@@ -177,6 +177,7 @@ fn opts() -> Options {
             source_auth_backoff: fast,
             product_backoff: fast,
             product_fatal_backoff: fast,
+            slow_product_grace: Duration::from_secs(2),
         },
     }
 }

@@ -117,6 +117,7 @@ pub async fn start(loaded: LoadedConfig, opts: Options) -> anyhow::Result<Runnin
     let hub = Hub::new(
         HubConfig {
             poll_interval: okta.poll_interval,
+            slow_grace: opts.timings.slow_product_grace,
             page_limit: okta.page_limit as usize,
             max_backlog: cfg.tuning.max_backlog_events,
             source_since: okta.since,

@@ -239,6 +239,8 @@ struct Slot {
     inflight: bool,
     notify: Arc<Notify>,
     health: ProductHealth,
+    /// Since when this product holds the head back at its backlog bound.
+    bound_since: Option<Instant>,
     last_delivered_published: Option<DateTime<Utc>>,
 }
 
@@ -281,6 +283,7 @@ pub struct Hub {
     retain: u64,
     max_backlog: u64,
     poll_interval: Duration,
+    slow_grace: Duration,
     caught_up: bool,
     next_poll: Instant,
     fetch_no: u64,
@@ -306,6 +309,8 @@ pub struct ProductSpec {
 
 pub struct HubConfig {
     pub poll_interval: Duration,
+    /// How long a product may hold the head back at its backlog bound before it is detached.
+    pub slow_grace: Duration,
     pub page_limit: usize,
     pub max_backlog: usize,
     pub source_since: DateTime<Utc>,
@@ -368,6 +373,7 @@ impl Hub {
                     inflight: false,
                     notify: Arc::new(Notify::new()),
                     health: ProductHealth::default(),
+                    bound_since: None,
                     last_delivered_published: None,
                 }
             })
@@ -378,6 +384,7 @@ impl Hub {
             retain: cfg.page_limit as u64,
             max_backlog: cfg.max_backlog as u64,
             poll_interval: cfg.poll_interval,
+            slow_grace: cfg.slow_grace,
             caught_up: false,
             next_poll: Instant::now(),
             fetch_no: 0,
@@ -429,7 +436,8 @@ impl Hub {
 
     /// The next request to make, or how long until one is due (`None`: until notified).
     pub fn next_request(&mut self, now: Instant) -> Result<Request, Option<Instant>> {
-        let head_due = !self.caught_up || now >= self.next_poll;
+        let head_wants = !self.caught_up || now >= self.next_poll;
+        let head_due = head_wants && self.head_may_read(now);
         let n = self.slots.len();
         let replay = (0..n)
             .map(|k| (self.rr + k) % n.max(1))
@@ -451,6 +459,10 @@ impl Hub {
                 epoch: s.epoch,
                 cursor: r.stream.cursor().clone(),
             });
+        }
+        if head_wants {
+            // Held back by a product at its bound: look again soon (grace period).
+            return Err(Some(now + Duration::from_millis(250)));
         }
         Err(Some(self.next_poll))
     }
@@ -573,26 +585,33 @@ impl Hub {
         self.slots[i].notify.notify_one();
     }
 
-    /// Detaches attached products too far behind; expires merges that waited too long.
+    /// Releases an attached product's backlog: it will re-read the source from its position.
+    fn detach(&mut self, i: usize, why: &str) {
+        let end = self.head.end();
+        let s = &self.slots[i];
+        let at_next = self.with_skip(i, s.next, self.head.position(s.next));
+        let at_acked = self.with_skip(i, s.acked, self.head.position(s.acked));
+        let s = &mut self.slots[i];
+        warn!(product = %s.id, backlog = end - s.acked, reason = why, "releasing the product's backlog from memory: it re-reads the source from its own position when it can take more");
+        if s.inflight {
+            s.floor = Some(at_acked);
+        }
+        s.skip = Skip::new(&at_next.handled, 0);
+        s.mode = Mode::Replay(Box::new(Replay::new(&at_next.cursor, end - s.next, end)));
+        s.next = 0;
+        s.acked = 0;
+        s.epoch += 1;
+        s.bound_since = None;
+    }
+
+    /// Enforces the backlog bound; expires merges that waited too long.
     fn check_backlogs(&mut self) {
         let end = self.head.end();
         for i in 0..self.slots.len() {
             let s = &self.slots[i];
             match &s.mode {
                 Mode::Attached if end - s.acked > self.max_backlog => {
-                    let at_next = self.with_skip(i, s.next, self.head.position(s.next));
-                    let at_acked = self.with_skip(i, s.acked, self.head.position(s.acked));
-                    let s = &mut self.slots[i];
-                    warn!(product = %s.id, backlog = end - s.acked, "backlog bound reached: releasing it, the product will re-read the source from its position when it recovers");
-                    if s.inflight {
-                        s.floor = Some(at_acked);
-                    }
-                    s.skip = Skip::new(&at_next.handled, 0);
-                    s.mode =
-                        Mode::Replay(Box::new(Replay::new(&at_next.cursor, end - s.next, end)));
-                    s.next = 0;
-                    s.acked = 0;
-                    s.epoch += 1;
+                    self.detach(i, "backlog bound")
                 }
                 Mode::Replay(r) if r.merge_at.is_some_and(|m| end - m > self.max_backlog) => {
                     let (_, pos) = self.head.position(r.merge_at.expect("checked"));
@@ -605,6 +624,38 @@ impl Hub {
                 _ => {}
             }
         }
+    }
+
+    /// Back-pressure: the head reads another page only if no attached product would pass its
+    /// backlog bound. A product at the bound that is failing, or has been there longer than the
+    /// grace period (slower than the source), is detached instead of holding everyone back.
+    fn head_may_read(&mut self, now: Instant) -> bool {
+        let end = self.head.end();
+        let threshold = self.max_backlog.saturating_sub(self.retain).max(1);
+        let mut blocked = false;
+        for i in 0..self.slots.len() {
+            let s = &mut self.slots[i];
+            if !matches!(s.mode, Mode::Attached) || end - s.acked < threshold {
+                s.bound_since = None;
+                continue;
+            }
+            let failing = matches!(
+                s.health.state,
+                DeliveryState::Retrying | DeliveryState::Rejected
+            );
+            let since = *s.bound_since.get_or_insert(now);
+            if failing {
+                self.detach(i, "product failing");
+            } else if now.duration_since(since) >= self.slow_grace {
+                self.detach(i, "product slower than the source");
+            } else {
+                blocked = true;
+            }
+        }
+        if !blocked {
+            self.trim_head();
+        }
+        !blocked
     }
 
     /// Adds the slot's skipped uuids to a position computed in the head stream, if same page.
@@ -739,8 +790,10 @@ impl Hub {
             };
         }
         let full = seq < end || events.len() >= lim.max_events;
+        // A replay reads its next page only once this one is delivered: nothing more is coming.
+        let replaying = matches!(s.mode, Mode::Replay(_));
         let age = events[0].read_at.elapsed();
-        if full || draining || age >= lim.max_age {
+        if full || draining || replaying || age >= lim.max_age {
             s.next = seq;
             s.inflight = true;
             return Take::Batch {
@@ -917,6 +970,8 @@ pub struct Timings {
     pub source_auth_backoff: Backoff,
     pub product_backoff: Backoff,
     pub product_fatal_backoff: Backoff,
+    /// How long a slow (but working) product may hold the head back before it is detached.
+    pub slow_product_grace: Duration,
 }
 
 impl Default for Timings {
@@ -938,6 +993,7 @@ impl Default for Timings {
                 base: Duration::from_secs(5),
                 max: Duration::from_secs(300),
             },
+            slow_product_grace: Duration::from_secs(30),
         }
     }
 }
