@@ -17,7 +17,7 @@
 # until Ctrl-C; then stops everything it started and removes the cluster.
 #
 # Environment: UC_DEMO_DURATION=SECONDS stops by itself and then checks that everything is Ready and every
-# product received events exactly once (a smoke test; 0 = until Ctrl-C, the default), UC_DEMO_EVENTS_PER_SEC
+# product received events, none twice (a smoke test; 0 = until Ctrl-C, the default), UC_DEMO_EVENTS_PER_SEC
 # (default 5) and UC_DEMO_SEED_EVENTS (default 500) shape the Okta traffic, UC_DEMO_KEEP=1 keeps the state
 # directory (logs) after exit.
 set -euo pipefail
