@@ -28,14 +28,31 @@ local function strip_nulls(v)
 end
 
 local script = read(dir .. "/health.lua")
+
+local function health(obj)
+  -- A fresh environment per object, as Argo CD gives each evaluation its own state.
+  local env = setmetatable({ obj = obj }, { __index = _G })
+  local chunk = assert(load(script, "health.lua", "t", env))
+  return pcall(chunk)
+end
+
+-- `run_tests.lua DIR FILE`: print the health of each live object in FILE (one object or a List, as
+-- `kubectl get -o yaml` writes) as "kind/name status: message".
+if arg[2] ~= nil then
+  local doc = strip_nulls(lyaml.load(read(arg[2])))
+  local items = doc.items or { doc }
+  for _, obj in ipairs(items) do
+    local ok, hs = health(obj)
+    print(string.format("%s/%s %s: %s", obj.kind, obj.metadata.name, ok and hs.status or "ERROR", ok and hs.message or tostring(hs)))
+  end
+  os.exit(true)
+end
+
 local cases = lyaml.load(read(dir .. "/health_test.yaml")).tests
 local passed, failed = 0, 0
 for _, case in ipairs(cases) do
   local obj = strip_nulls(lyaml.load(read(dir .. "/" .. case.inputPath)))
-  -- A fresh environment per case, as Argo CD gives each evaluation its own state.
-  local env = setmetatable({ obj = obj }, { __index = _G })
-  local chunk = assert(load(script, "health.lua", "t", env))
-  local ok, hs = pcall(chunk)
+  local ok, hs = health(obj)
   local want = case.healthStatus
   if ok and type(hs) == "table" and hs.status == want.status and hs.message == want.message then
     passed = passed + 1

@@ -3,6 +3,8 @@
 # and that argocd-cm.yaml embeds the same script for both kinds.
 #   config/argocd/test.sh           run the tests (installs lua5.4 and lua-yaml through apt-get if missing)
 #   config/argocd/test.sh --write   regenerate argocd-cm.yaml from health.lua, then run the tests
+#   config/argocd/test.sh --eval FILE   print what Argo CD would show for the live objects in FILE
+#                                       (e.g. kubectl get uc,pb -A -o yaml > FILE)
 set -euo pipefail
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -43,6 +45,10 @@ $indented
 $indented
 YAML
 }
+
+if [[ "${1:-}" == "--eval" ]]; then
+	exec lua5.4 "$DIR/run_tests.lua" "$DIR" "${2:?usage: test.sh --eval FILE}"
+fi
 
 if [[ "${1:-}" == "--write" ]]; then
 	write_cm >"$DIR/argocd-cm.yaml"

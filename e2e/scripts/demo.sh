@@ -313,6 +313,11 @@ render() {
 	curl -fsS --max-time 2 "$OKTA_URL/_admin/stats" 2>/dev/null | jq -r --arg d "$DOMAIN" \
 		'"  Okta org \($d): \(.events[$d] // 0) events so far; \(.requests.total) System Log requests in all (one collector reads for all three products)"' || true
 	echo
+	if [[ -n "$HAVE_LUA" ]]; then
+		echo "What Argo CD shows (config/argocd/health.lua on the live objects):"
+		argocd_health | sed 's/^/  /'
+		echo
+	fi
 	echo "Metrics:"
 	echo "  operator   http://127.0.0.1:$OP_PORT/metrics   (unified_connectors_connectors{phase=...})"
 	local name
@@ -325,6 +330,14 @@ render() {
 	echo
 	echo "Try: kubectl describe uc okta-prod -n $USER_NS   (with KUBECONFIG=$KUBECONFIG)"
 	echo "Logs: $DEMO_DIR/operator.log, $DEMO_DIR/collectors/*/collector.log"
+}
+
+# Argo CD's verdict per object, when Lua is installed (config/argocd/test.sh installs it for the tests).
+HAVE_LUA=""
+if command -v lua5.4 >/dev/null && lua5.4 -e 'require("lyaml")' >/dev/null 2>&1; then HAVE_LUA=1; fi
+argocd_health() {
+	kubectl get uc,pb -n "$USER_NS" -o yaml >"$DEMO_DIR/live.yaml"
+	config/argocd/test.sh --eval "$DEMO_DIR/live.yaml"
 }
 
 # verify: with UC_DEMO_DURATION the demo doubles as a smoke test: every connector and binding Ready, every
@@ -344,6 +357,12 @@ verify() {
 		check "${name%%:*} received nothing" "(($(jq '.received.unique // 0' <<<"$stats") > 0))"
 		check "${name%%:*} received duplicates" "(($(jq '.received.duplicates // 1' <<<"$stats") == 0))"
 	done
+	if [[ -n "$HAVE_LUA" ]]; then
+		local line
+		while read -r line; do
+			check "Argo CD health: $line" "[[ \"$line\" == *' Healthy: '* ]]"
+		done < <(argocd_health)
+	fi
 	echo "demo: $passed passed, $failed failed"
 	((failed == 0))
 }
