@@ -26,15 +26,23 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
         // The collector under test: one thread.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         return rt.block_on(unified_connectors::collector::run(Path::new(&args[2])));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(bench())
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Servers {
@@ -49,12 +57,30 @@ impl Servers {
     async fn start() -> Servers {
         let okta = OktaServer::start(okta::Options::unlimited()).await;
         okta.add_token(TOKEN, Permission::ReadOnlyAdmin);
-        let azure = AzureServer::start(azure::Options { keep_records: false, ..Default::default() }).await;
-        let hec = HecServer::start(hec::Options { keep_records: false, ..Default::default() }).await;
-        let hook = WebhookServer::start(webhook::Options { keep_records: false, ..Default::default() }).await;
+        let azure = AzureServer::start(azure::Options {
+            keep_records: false,
+            ..Default::default()
+        })
+        .await;
+        let hec = HecServer::start(hec::Options {
+            keep_records: false,
+            ..Default::default()
+        })
+        .await;
+        let hook = WebhookServer::start(webhook::Options {
+            keep_records: false,
+            ..Default::default()
+        })
+        .await;
         let dir = std::env::temp_dir().join(format!("uc-bench-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        Servers { okta, azure, hec, hook, dir }
+        Servers {
+            okta,
+            azure,
+            hec,
+            hook,
+            dir,
+        }
     }
 
     fn generate(&self, n: usize) -> Vec<String> {
@@ -69,7 +95,10 @@ impl Servers {
                 &org,
                 k,
                 &GenerateOptions {
-                    start: Some(Utc::now() - chrono::Duration::minutes(120) + chrono::Duration::seconds(done as i64 / 100)),
+                    start: Some(
+                        Utc::now() - chrono::Duration::minutes(120)
+                            + chrono::Duration::seconds(done as i64 / 100),
+                    ),
                     spacing_ms: 1,
                     ..Default::default()
                 },
@@ -135,7 +164,9 @@ impl Servers {
                 page_limit: 1000,
             }),
             products,
-            state: StateConfig::File { path: self.dir.join("state.json") },
+            state: StateConfig::File {
+                path: self.dir.join("state.json"),
+            },
             tuning: Tuning::default(),
             listen: "127.0.0.1:0".into(),
         };
@@ -165,9 +196,17 @@ fn spawn_collector(config: &Path) -> Child {
 /// (CPU seconds, VmHWM KiB) of a live process.
 fn usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
     // After the command name: state is field 3; utime and stime are fields 14 and 15.
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let cpu = (ticks(14) + ticks(15)) / 100.0; // USER_HZ is 100 on Linux
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
@@ -180,7 +219,9 @@ fn usage(pid: u32) -> (f64, u64) {
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 
@@ -199,13 +240,32 @@ async fn bench() -> anyhow::Result<()> {
     let n = env_usize("BENCH_EVENTS", 300_000);
     let backlog = env_usize("BENCH_BACKLOG", 100_000);
     let all = ["sentinel", "hec", "webhook"];
-    println!("collector benchmark: {n} events, Okta pages of 1000, default tuning, collector on one thread");
+    println!(
+        "collector benchmark: {n} events, Okta pages of 1000, default tuning, collector on one thread"
+    );
 
     // 1. Throughput with three products.
     let s = Servers::start().await;
     let t = Instant::now();
     let expected = s.generate(n);
-    println!("  generated {n} events in {:.1}s", t.elapsed().as_secs_f64());
+    println!(
+        "  generated {n} events in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let page = unified_connectors::http::client(Duration::from_secs(30))
+        .get(format!(
+            "{}/api/v1/logs?limit=1000&since={}",
+            s.okta.url(),
+            (Utc::now() - chrono::Duration::hours(3))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))
+        .header("authorization", format!("SSWS {TOKEN}"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let size = page.len() as f64 / 1000.0;
+    println!("  average event size: {size:.0} bytes of JSON");
     let child = spawn_collector(&s.config(&all));
     let pid = child.id();
     let elapsed = wait_all(&s, &all, n, Duration::from_secs(600)).await;
@@ -213,10 +273,20 @@ async fn bench() -> anyhow::Result<()> {
     stop(child);
     let requests3 = s.okta.log_requests();
     let dups: u64 = all.iter().map(|p| s.received(p).duplicates()).sum();
-    let missing: usize = all.iter().map(|p| s.received(p).missing(&expected).len()).sum();
+    let missing: usize = all
+        .iter()
+        .map(|p| s.received(p).missing(&expected).len())
+        .sum();
     println!("three products (sentinel + splunkHec + webhook):");
-    println!("  end to end: {:.0} events/s ({n} events to each of 3 products in {:.2}s)", n as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
-    println!("  CPU: {:.2} s per million events ({cpu:.2} s total, includes start-up)", cpu / n as f64 * 1e6);
+    println!(
+        "  end to end: {:.0} events/s ({n} events to each of 3 products in {:.2}s)",
+        n as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  CPU: {:.2} s per million events ({cpu:.2} s total, includes start-up)",
+        cpu / n as f64 * 1e6
+    );
     println!("  peak memory (VmHWM): {:.1} MiB", hwm as f64 / 1024.0);
     println!(
         "  Okta requests: {} for {n} events = {:.5} per event ({} events served)",
@@ -235,7 +305,10 @@ async fn bench() -> anyhow::Result<()> {
     stop(child);
     let requests1 = s.okta.log_requests();
     println!("one product (splunkHec), same events:");
-    println!("  end to end: {:.0} events/s", n as f64 / elapsed1.as_secs_f64());
+    println!(
+        "  end to end: {:.0} events/s",
+        n as f64 / elapsed1.as_secs_f64()
+    );
     println!(
         "  Okta requests: {} (three products: {}), events served {} (three products: {})",
         requests1.total, requests3.total, requests1.events_served, requests3.events_served
@@ -258,8 +331,15 @@ async fn bench() -> anyhow::Result<()> {
     stop(child);
     let reread = s.okta.log_requests().total - before;
     println!("{backlog}-event backlog on one down product (webhook), max 20000 in memory:");
-    println!("  peak memory (VmHWM) while down: {:.1} MiB; after its catch-up: {:.1} MiB", hwm_down as f64 / 1024.0, hwm_after as f64 / 1024.0);
-    println!("  catch-up after recovery: {:.2}s, {reread} Okta requests (re-read from its own position)", catch_up.as_secs_f64());
+    println!(
+        "  peak memory (VmHWM) while down: {:.1} MiB; after its catch-up: {:.1} MiB",
+        hwm_down as f64 / 1024.0,
+        hwm_after as f64 / 1024.0
+    );
+    println!(
+        "  catch-up after recovery: {:.2}s, {reread} Okta requests (re-read from its own position)",
+        catch_up.as_secs_f64()
+    );
     println!(
         "  webhook: {} unique, {} duplicates, {} missing",
         s.hook.received().unique(),

@@ -184,8 +184,8 @@ fn check_secret(field: &str, s: &SecretSource) -> anyhow::Result<()> {
 /// Reads a secret's current value (trimmed). The value is never logged; errors name only the source.
 pub async fn read_secret(s: &SecretSource) -> anyhow::Result<String> {
     let value = match s {
-        SecretSource::File(p) => tokio::fs::read_to_string(p)
-            .await
+        // A small local file: read in place (no blocking-pool thread per request).
+        SecretSource::File(p) => std::fs::read_to_string(p)
             .with_context(|| format!("cannot read secret file {}", p.display()))?,
         SecretSource::Env(v) => {
             std::env::var(v).with_context(|| format!("environment variable {v} is not set"))?

@@ -72,9 +72,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let loaded = config::load(config_path)?;
     let c = start(loaded, Options::default()).await?;
     info!(metrics = %c.metrics_addr(), "collector running");
-    wait_for_signal().await;
-    info!("stop requested: no more reads, flushing in-flight batches, persisting positions");
-    c.shutdown().await
+    c.run_until_signal().await
 }
 
 async fn wait_for_signal() {
@@ -245,6 +243,36 @@ impl RunningCollector {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Runs until SIGTERM/SIGINT, then stops gracefully; fails (rather than hang) if a task dies.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let died = {
+            let tasks = std::iter::once(&mut self.source).chain(self.products.iter_mut());
+            tokio::select! {
+                _ = wait_for_signal() => None,
+                (res, index, _) = futures::future::select_all(tasks) => Some((res, index)),
+            }
+        };
+        match died {
+            None => {
+                info!(
+                    "stop requested: no more reads, flushing in-flight batches, persisting positions"
+                );
+                self.shutdown().await
+            }
+            Some((res, index)) => {
+                self.kill();
+                let what = if index == 0 {
+                    "source reader".to_string()
+                } else {
+                    format!("delivery task #{index}")
+                };
+                anyhow::bail!(
+                    "the collector's {what} stopped unexpectedly ({res:?}); exiting so that it is restarted"
+                )
+            }
+        }
     }
 
     /// Graceful stop (SIGTERM): stop reading, flush what is in memory (bounded by the drain

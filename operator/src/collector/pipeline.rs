@@ -49,6 +49,9 @@ use crate::contract::{
     CollectorReport, DeliveryState, EventFilter, ProductHealth, ReportedError, SourceHealth,
 };
 
+/// How many pages the head reads ahead of the slowest healthy product.
+const READ_AHEAD_PAGES: u64 = 4;
+
 /// A page boundary: events from `first` on were read from `cursor`. `pre_handled` are uuids of
 /// that page handled before this stream started (a stream started from a persisted position).
 #[derive(Debug, Clone)]
@@ -626,27 +629,45 @@ impl Hub {
         }
     }
 
-    /// Back-pressure: the head reads another page only if no attached product would pass its
-    /// backlog bound. A product at the bound that is failing, or has been there longer than the
-    /// grace period (slower than the source), is detached instead of holding everyone back.
+    /// Back-pressure: the head reads ahead of a healthy attached product by at most a few pages
+    /// (memory stays small when everyone keeps up). A product that holds the head back longer
+    /// than the grace period is slower than the source and is detached; a failing product does
+    /// not hold the head back at all, its backlog grows up to `maxBacklogEvents` and is then
+    /// released (re-read later from its position).
     fn head_may_read(&mut self, now: Instant) -> bool {
         let end = self.head.end();
-        let threshold = self.max_backlog.saturating_sub(self.retain).max(1);
+        let page = self.retain;
+        let healthy_limit = self
+            .max_backlog
+            .min(READ_AHEAD_PAGES * page)
+            .saturating_sub(page)
+            .max(1);
+        let failing_limit = self.max_backlog.saturating_sub(page).max(1);
         let mut blocked = false;
         for i in 0..self.slots.len() {
             let s = &mut self.slots[i];
-            if !matches!(s.mode, Mode::Attached) || end - s.acked < threshold {
+            if !matches!(s.mode, Mode::Attached) {
                 s.bound_since = None;
                 continue;
             }
+            let backlog = end - s.acked;
             let failing = matches!(
                 s.health.state,
                 DeliveryState::Retrying | DeliveryState::Rejected
             );
-            let since = *s.bound_since.get_or_insert(now);
             if failing {
-                self.detach(i, "product failing");
-            } else if now.duration_since(since) >= self.slow_grace {
+                s.bound_since = None;
+                if backlog >= failing_limit {
+                    self.detach(i, "product failing and its backlog is at the bound");
+                }
+                continue;
+            }
+            if backlog < healthy_limit {
+                s.bound_since = None;
+                continue;
+            }
+            let since = *s.bound_since.get_or_insert(now);
+            if now.duration_since(since) >= self.slow_grace {
                 self.detach(i, "product slower than the source");
             } else {
                 blocked = true;
