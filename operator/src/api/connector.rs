@@ -23,7 +23,7 @@ use super::conditions::{Phase, StatusCommon};
     derive = "PartialEq",
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.source.okta.domain"}"#,
-    printcolumn = r#"{"name":"Products","type":"string","jsonPath":".status.products[*].product"}"#,
+    printcolumn = r#"{"name":"Products","type":"string","jsonPath":".status.productSummary"}"#,
     printcolumn = r#"{"name":"Collector","type":"string","jsonPath":".status.collector"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1}"#
@@ -99,6 +99,11 @@ pub struct UnifiedConnectorStatus {
     /// Name of the shared collector (in the operator's namespace) serving this connector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector: Option<String>,
+
+    /// The bound product types, comma-separated, for `kubectl get` (printer columns show only
+    /// the first match of a list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_summary: Option<String>,
 
     /// The products bound to this connector and the state of each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -181,8 +181,16 @@ pub fn desired_status(
             message: Some(health.message.clone()),
         },
         collector: in_use.then_some(collector),
+        product_summary: product_summary(&products),
         products,
         history,
     };
     (status, health)
+}
+
+/// `sentinel,splunkHec,webhook`: each product type once, in a stable order.
+fn product_summary(products: &[BoundProduct]) -> Option<String> {
+    let kinds: std::collections::BTreeSet<&str> =
+        products.iter().map(|p| p.product.as_str()).collect();
+    (!kinds.is_empty()).then(|| kinds.into_iter().collect::<Vec<_>>().join(","))
 }
