@@ -645,3 +645,35 @@ async fn sentinel_fetches_a_new_token_when_its_token_expires() {
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &["sentinel"], &expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_product_is_detached_instead_of_slowing_the_others() {
+    let env = Env::new().await;
+    // HEC takes 300 ms per request for a while: far slower than the source.
+    env.hec.inject(uc_testkit::ProductFault::delay(
+        Duration::from_millis(300),
+        25,
+    ));
+    let expected = env.generate(8_000);
+    let t0 = Instant::now();
+    let c = run(env.config(&ALL, |c| c.tuning.max_backlog_events = 3_000)).await;
+    wait_complete(
+        &env,
+        &["sentinel", "webhook"],
+        &expected,
+        Duration::from_secs(30),
+    )
+    .await;
+    let fast_done = t0.elapsed();
+    assert!(
+        env.hec.received().unique() < expected.len(),
+        "the slow product was still behind when the others finished"
+    );
+    wait_complete(&env, &ALL, &expected, Duration::from_secs(60)).await;
+    eprintln!(
+        "others done after {fast_done:?}, slow product after {:?}",
+        t0.elapsed()
+    );
+    c.shutdown().await.unwrap();
+    assert_exactly_once(&env, &ALL, &expected);
+}
