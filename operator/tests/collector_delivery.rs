@@ -177,13 +177,23 @@ fn opts() -> Options {
             source_auth_backoff: fast,
             product_backoff: fast,
             product_fatal_backoff: fast,
-            slow_product_grace: Duration::from_secs(2),
+            slow_product_grace: Duration::from_secs(10),
         },
     }
 }
 
 async fn run(cfg: LoadedConfig) -> RunningCollector {
     start(cfg, opts()).await.expect("collector starts")
+}
+
+/// [`wait_complete`] with the usual 30 s limit.
+async fn wait(env: &Env, products: &[&str], expected: &[String]) {
+    wait_complete(env, products, expected, Duration::from_secs(30)).await
+}
+
+fn okta(c: &mut CollectorConfig) -> &mut OktaSourceConfig {
+    let SourceConfig::Okta(o) = &mut c.source;
+    o
 }
 
 /// Waits until every product holds every expected uuid (or panics after `limit`).
@@ -237,10 +247,10 @@ async fn every_event_to_every_product_once_with_one_request_stream() {
     let env = Env::new().await;
     let mut expected = env.generate(5_500);
     let c = run(env.config(&ALL, |_| {})).await;
-    wait_complete(&env, &ALL, &expected, Duration::from_secs(30)).await;
+    wait(&env, &ALL, &expected).await;
     // Live events after catching up (polling the same next link).
     expected.extend(env.generate(250));
-    wait_complete(&env, &ALL, &expected, Duration::from_secs(30)).await;
+    wait(&env, &ALL, &expected).await;
     let report = c.report();
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &ALL, &expected);
@@ -299,8 +309,7 @@ async fn restarts_at_random_points_lose_nothing() {
     let mut kills = 0;
     for round in 0..8u64 {
         let mut cfg = env.config(&ALL, |c| {
-            let SourceConfig::Okta(o) = &mut c.source;
-            o.page_limit = 300;
+            okta(c).page_limit = 300;
             c.tuning.batch_max_events = 100;
         });
         cfg.hash = format!("round-{round}");
@@ -338,8 +347,7 @@ async fn graceful_restarts_deliver_exactly_once() {
     let mut expected = env.generate(2_000);
     for round in 0..4u64 {
         let c = run(env.config(&ALL, |c| {
-            let SourceConfig::Okta(o) = &mut c.source;
-            o.page_limit = 250;
+            okta(c).page_limit = 250;
         }))
         .await;
         tokio::time::sleep(Duration::from_millis(40 + round * 60)).await;
@@ -347,7 +355,7 @@ async fn graceful_restarts_deliver_exactly_once() {
         c.shutdown().await.unwrap();
     }
     let c = run(env.config(&ALL, |_| {})).await;
-    wait_complete(&env, &ALL, &expected, Duration::from_secs(30)).await;
+    wait(&env, &ALL, &expected).await;
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &ALL, &expected);
 }
@@ -358,13 +366,7 @@ async fn a_down_product_does_not_hold_back_the_others_and_catches_up() {
     env.hec.set_down(true);
     let mut expected = env.generate(3_000);
     let c = run(env.config(&ALL, |_| {})).await;
-    wait_complete(
-        &env,
-        &["sentinel", "webhook"],
-        &expected,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait(&env, &["sentinel", "webhook"], &expected).await;
     assert_eq!(env.hec.received().unique(), 0);
     let h = c.report().products["ns/hec"].clone();
     assert_eq!(h.state, DeliveryState::Retrying);
@@ -372,7 +374,7 @@ async fn a_down_product_does_not_hold_back_the_others_and_catches_up() {
     expected.extend(env.generate(500));
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.hec.set_down(false);
-    wait_complete(&env, &ALL, &expected, Duration::from_secs(30)).await;
+    wait(&env, &ALL, &expected).await;
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &ALL, &expected);
 }
@@ -384,17 +386,10 @@ async fn a_backlog_past_the_bound_is_reread_from_the_source_not_dropped() {
     let mut expected = env.generate(4_000);
     let c = run(env.config(&ALL, |c| {
         c.tuning.max_backlog_events = 700;
-        let SourceConfig::Okta(o) = &mut c.source;
-        o.page_limit = 500;
+        okta(c).page_limit = 500;
     }))
     .await;
-    wait_complete(
-        &env,
-        &["sentinel", "hec"],
-        &expected,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait(&env, &["sentinel", "hec"], &expected).await;
     let before = env.okta_requests();
     // The down product costs no source requests while it is down.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -405,7 +400,7 @@ async fn a_backlog_past_the_bound_is_reread_from_the_source_not_dropped() {
     );
     expected.extend(env.generate(300));
     env.webhook_down(false);
-    wait_complete(&env, &ALL, &expected, Duration::from_secs(30)).await;
+    wait(&env, &ALL, &expected).await;
     // Once re-joined, the replay stops: no extra stream at steady state.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled = env.okta_requests();
@@ -437,9 +432,8 @@ async fn rate_limits_are_respected_and_429_storms_waited_out() {
     .await;
     let expected = env.generate(3_000);
     let c = run(env.config(&["webhook"], |c| {
-        let SourceConfig::Okta(o) = &mut c.source;
-        o.page_limit = 250;
-        o.rate_limit_share = 0.5;
+        okta(c).page_limit = 250;
+        okta(c).rate_limit_share = 0.5;
     }))
     .await;
     wait_complete(&env, &["webhook"], &expected, Duration::from_secs(60)).await;
@@ -478,7 +472,7 @@ async fn okta_token_rotation_applies_without_restart() {
     let env = Env::new().await;
     let mut expected = env.generate(1_000);
     let c = run(env.config(&["hec"], |_| {})).await;
-    wait_complete(&env, &["hec"], &expected, Duration::from_secs(30)).await;
+    wait(&env, &["hec"], &expected).await;
     // Rotate: the old token stops working, the Secret file changes.
     env.okta.revoke_token(TOKEN);
     expected.extend(env.generate(200));
@@ -501,7 +495,7 @@ async fn okta_token_rotation_applies_without_restart() {
     env.okta
         .add_token("rotated-token-value", Permission::ReadOnlyAdmin);
     std::fs::write(env.dir.join("okta-token"), "rotated-token-value\n").unwrap();
-    wait_complete(&env, &["hec"], &expected, Duration::from_secs(30)).await;
+    wait(&env, &["hec"], &expected).await;
     assert!(c.report().source.last_error.is_none());
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &["hec"], &expected);
@@ -526,17 +520,10 @@ async fn malformed_source_answers_are_retried_without_skipping() {
         count: 1,
     });
     let c = run(env.config(&["sentinel", "webhook"], |c| {
-        let SourceConfig::Okta(o) = &mut c.source;
-        o.page_limit = 400;
+        okta(c).page_limit = 400;
     }))
     .await;
-    wait_complete(
-        &env,
-        &["sentinel", "webhook"],
-        &expected,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait(&env, &["sentinel", "webhook"], &expected).await;
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &["sentinel", "webhook"], &expected);
     let m = env.okta.log_requests();
@@ -548,18 +535,12 @@ async fn a_product_added_later_catches_up_from_its_own_since() {
     let env = Env::new().await;
     let mut expected = env.generate(2_000);
     let c = run(env.config(&["sentinel", "hec"], |_| {})).await;
-    wait_complete(
-        &env,
-        &["sentinel", "hec"],
-        &expected,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait(&env, &["sentinel", "hec"], &expected).await;
     c.shutdown().await.unwrap();
     expected.extend(env.generate(100));
     // The webhook joins with a since before everything read so far.
     let c = run(env.config(&ALL, |_| {})).await;
-    wait_complete(&env, &ALL, &expected, Duration::from_secs(30)).await;
+    wait(&env, &ALL, &expected).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.shutdown().await.unwrap();
     assert_exactly_once(&env, &ALL, &expected);
@@ -620,12 +601,12 @@ async fn sentinel_fetches_a_new_token_when_its_token_expires() {
     let env = Env::new().await;
     let mut expected = env.generate(500);
     let c = run(env.config(&["sentinel"], |_| {})).await;
-    wait_complete(&env, &["sentinel"], &expected, Duration::from_secs(30)).await;
+    wait(&env, &["sentinel"], &expected).await;
     let issued = env.azure.tokens_issued();
     assert_eq!(issued, 1, "the token is cached");
     env.azure.expire_tokens();
     expected.extend(env.generate(500));
-    wait_complete(&env, &["sentinel"], &expected, Duration::from_secs(30)).await;
+    wait(&env, &["sentinel"], &expected).await;
     assert_eq!(env.azure.tokens_issued(), 2);
     let metrics = reqwest::get(format!("http://{}/metrics", c.metrics_addr()))
         .await
@@ -656,14 +637,12 @@ async fn a_slow_product_is_detached_instead_of_slowing_the_others() {
     ));
     let expected = env.generate(8_000);
     let t0 = Instant::now();
-    let c = run(env.config(&ALL, |c| c.tuning.max_backlog_events = 3_000)).await;
-    wait_complete(
-        &env,
-        &["sentinel", "webhook"],
-        &expected,
-        Duration::from_secs(30),
-    )
-    .await;
+    let mut o = opts();
+    o.timings.slow_product_grace = Duration::from_secs(2);
+    let c = start(env.config(&ALL, |c| c.tuning.max_backlog_events = 3_000), o)
+        .await
+        .unwrap();
+    wait(&env, &["sentinel", "webhook"], &expected).await;
     let fast_done = t0.elapsed();
     assert!(
         env.hec.received().unique() < expected.len(),
