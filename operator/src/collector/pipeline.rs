@@ -12,10 +12,13 @@
 //!   handled. Re-reading the cursor after a restart and skipping `handled` gives exactly the
 //!   events it still needs; nothing is rebuilt by hand (Okta: never build cursors).
 //! - **Bounded memory, no drop.** The head keeps events until every attached product has
-//!   acknowledged them (plus one page, for re-joining). A product more than `maxBacklogEvents`
-//!   behind is *detached*: its events are released and it becomes a *replay* — it reads the source
-//!   from its own position, one page at a time and only once the previous page is delivered, so a
-//!   down product costs no requests and no memory until it recovers.
+//!   acknowledged them (plus one page, for re-joining), and reads at most a few pages ahead of
+//!   the slowest *healthy* product (back-pressure). A failing product (retrying, or refused) does
+//!   not hold the head back: its backlog grows to `maxBacklogEvents`, then it is *detached*; so is
+//!   a working product that holds the head back longer than a grace period (slower than the
+//!   source). A detached product's events are released and it becomes a *replay*: it reads the
+//!   source from its own position, one page at a time and only once the previous page is
+//!   delivered, so a down product costs no requests and no memory until it recovers.
 //! - **Re-joining.** A replay re-attaches when a page it reads contains an event the head still
 //!   holds (everything after that event in the head is what it needs next), or when both the head
 //!   and then the replay saw an empty page (both are at "now"). Until then a caught-up replay only
