@@ -31,7 +31,9 @@
 //! - **Restarts.** Positions (and the head's cursor: the oldest attached position) are persisted
 //!   every `persistInterval` and on shutdown. After a restart a product whose cursor is the
 //!   head's attaches at once; one further along waits for the head to reach its cursor, or replays
-//!   if the head's pages no longer line up (partial pages fill up between runs).
+//!   if the head's pages no longer line up (partial pages fill up between runs). A graceful stop
+//!   repeats nothing; a crash can repeat what was delivered after the last persisted position
+//!   (at most one persist interval's worth): delivery is at-least-once across crashes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -55,8 +57,7 @@ use crate::contract::{
 /// How many pages the head reads ahead of the slowest healthy product.
 const READ_AHEAD_PAGES: u64 = 4;
 
-/// A page boundary: events from `first` on were read from `cursor`. `pre_handled` are uuids of
-/// that page handled before this stream started (a stream started from a persisted position).
+/// A page boundary: events from `first` on were read from `cursor`.
 #[derive(Debug, Clone)]
 struct Mark {
     first: u64,
