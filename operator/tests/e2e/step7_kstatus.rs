@@ -46,9 +46,17 @@ async fn kstatus_sees_failed_then_in_progress_then_current() {
 
     // Current: data reaches the product.
     let collector = env.first_collector().await;
-    let _local = LocalCollector::start(&env.client, &env.op_ns, &collector)
+    let local = LocalCollector::start(&env.client, &env.op_ns, &collector)
         .await
         .unwrap();
+    let received = world.hec.received();
+    assert!(
+        received.wait_for_unique(20, FLOW).await,
+        "Splunk received {} of 20 events; Okta saw {:?}; collector log:\n{}",
+        received.unique(),
+        world.okta.requests(),
+        local.log()
+    );
     let ready = env
         .wait_phase(&ns, "UnifiedConnector", "okta", "Ready", FLOW)
         .await;

@@ -229,7 +229,8 @@ impl LocalCollector {
             .envs(env)
             .env(
                 "RUST_LOG",
-                std::env::var("UC_E2E_COLLECTOR_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("UC_E2E_COLLECTOR_LOG")
+                    .unwrap_or_else(|_| "info,unified_connectors=debug".into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
