@@ -120,12 +120,7 @@ pub async fn start(loaded: LoadedConfig, opts: Options) -> anyhow::Result<Runnin
             max_backlog: cfg.tuning.max_backlog_events,
             source_since: okta.since,
             config_hash: loaded.hash,
-            source_id: source
-                .initial_url(chrono::DateTime::UNIX_EPOCH)
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            source_id: source.logs_url().to_string(),
         },
         &specs,
         saved,

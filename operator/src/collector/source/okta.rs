@@ -31,6 +31,9 @@ pub struct RateBudget {
     used: u32,
 }
 
+/// Okta keeps System Log events this long.
+pub const RETENTION_DAYS: i64 = 90;
+
 /// Longest wait the budget imposes, whatever a (possibly skewed) reset header says.
 const MAX_BUDGET_WAIT: Duration = Duration::from_secs(120);
 
@@ -144,14 +147,24 @@ impl OktaSource {
         })
     }
 
-    /// The first cursor of a polling read starting at `since` (ascending, no `until`).
+    /// The first cursor of a polling read starting at `since` (ascending, no `until`). A `since`
+    /// older than Okta's 90-day retention is clamped to it (Okta refuses > 180 days with a 400,
+    /// and holds nothing older than 90 days anyway).
     pub fn initial_url(&self, since: DateTime<Utc>) -> String {
+        let oldest =
+            Utc::now() - chrono::Duration::days(RETENTION_DAYS) + chrono::Duration::minutes(1);
+        let since = since.max(oldest);
         let mut u = Url::parse(&self.logs_url).expect("validated base URL");
         u.query_pairs_mut()
             .append_pair("since", &since.to_rfc3339_opts(SecondsFormat::Millis, true))
             .append_pair("sortOrder", "ASCENDING")
             .append_pair("limit", &self.page_limit.to_string());
         u.into()
+    }
+
+    /// `{base}/api/v1/logs`: identifies the source persisted positions belong to.
+    pub fn logs_url(&self) -> &str {
+        &self.logs_url
     }
 
     pub fn page_limit(&self) -> usize {
@@ -323,6 +336,42 @@ mod tests {
         assert_eq!(b.wait(1060.0), None, "a new window");
         b.record(Some(6), Some(5), Some(1120));
         assert_eq!(b.wait(1061.0), None);
+    }
+
+    #[test]
+    fn since_is_clamped_to_the_retention() {
+        let cfg: OktaSourceConfig = serde_json::from_value(serde_json::json!({
+            "domain": "example.okta.com",
+            "token": {"env": "T"},
+            "since": "2020-01-01T00:00:00Z",
+        }))
+        .unwrap();
+        let src = OktaSource::new(&cfg, Metrics::new()).unwrap();
+        assert_eq!(src.logs_url(), "https://example.okta.com/api/v1/logs");
+        let url = Url::parse(&src.initial_url(cfg.since)).unwrap();
+        let since: DateTime<Utc> = url
+            .query_pairs()
+            .find(|(k, _)| k == "since")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        assert!(Utc::now() - since <= chrono::Duration::days(RETENTION_DAYS));
+        assert!(
+            url.query()
+                .unwrap()
+                .contains("sortOrder=ASCENDING&limit=1000")
+        );
+        let recent = Utc::now() - chrono::Duration::hours(1);
+        let url = Url::parse(&src.initial_url(recent)).unwrap();
+        let since: DateTime<Utc> = url
+            .query_pairs()
+            .find(|(k, _)| k == "since")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        assert_eq!(since.timestamp_millis(), recent.timestamp_millis());
     }
 
     #[test]
