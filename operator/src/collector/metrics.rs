@@ -48,7 +48,7 @@ impl Metrics {
                 &registry,
                 IntCounter::new(
                     "uc_collector_events_read_total",
-                    "Events read from the source (duplicates dropped)",
+                    "Events read by the head (duplicates dropped; re-reads for catching-up products not counted)",
                 )
                 .unwrap(),
             ),
