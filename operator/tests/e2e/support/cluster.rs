@@ -332,7 +332,37 @@ impl TestEnv {
     }
 
     /// Deletes the test's namespaces (best effort; the cluster is thrown away after the run).
+    ///
+    /// Connectors and bindings go first, while the test's operator still runs to release their
+    /// finalizers; otherwise the next test's operator (which watches every namespace) would
+    /// inherit them from the terminating namespaces.
     pub async fn cleanup(self) {
+        for ns in &self.namespaces {
+            for kind in ["ProductBinding", "UnifiedConnector"] {
+                let obj =
+                    serde_json::json!({"apiVersion": super::world::API_VERSION, "kind": kind});
+                let api = dynamic_api(&self.client, ns, &obj);
+                let _ = api
+                    .delete_collection(&DeleteParams::default(), &ListParams::default())
+                    .await;
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let mut left = 0;
+            for ns in &self.namespaces {
+                let obj = serde_json::json!({"apiVersion": super::world::API_VERSION, "kind": "UnifiedConnector"});
+                left += dynamic_api(&self.client, ns, &obj)
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| l.items.len())
+                    .unwrap_or(0);
+            }
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let api: Api<Namespace> = Api::all(self.client.clone());
         for ns in &self.namespaces {
             let _ = api.delete(ns, &DeleteParams::background()).await;
