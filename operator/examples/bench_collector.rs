@@ -266,12 +266,27 @@ async fn bench() -> anyhow::Result<()> {
         .await?;
     let size = page.len() as f64 / 1000.0;
     println!("  average event size: {size:.0} bytes of JSON");
+    // The size probe above is not the collector's: count from here.
+    let base = s.okta.log_requests();
     let child = spawn_collector(&s.config(&all));
     let pid = child.id();
     let elapsed = wait_all(&s, &all, n, Duration::from_secs(600)).await;
     let (cpu, hwm) = usage(pid);
     stop(child);
-    let requests3 = s.okta.log_requests();
+    let mut requests3 = s.okta.log_requests();
+    requests3.total -= base.total;
+    requests3.events_served -= base.events_served;
+    let mut seen = std::collections::HashMap::new();
+    for r in s
+        .okta
+        .requests()
+        .iter()
+        .skip(base.total as usize)
+        .filter(|r| r.events > 0)
+    {
+        *seen.entry(r.query.clone()).or_insert(0) += 1;
+    }
+    let reread: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     let dups: u64 = all.iter().map(|p| s.received(p).duplicates()).sum();
     let missing: usize = all
         .iter()
@@ -294,7 +309,13 @@ async fn bench() -> anyhow::Result<()> {
         requests3.total as f64 / n as f64,
         requests3.events_served
     );
-    println!("  duplicates: {dups}, missing: {missing}");
+    println!(
+        "  duplicates: {dups}, missing: {missing}; pages read more than once: {}",
+        reread.len()
+    );
+    for (q, n) in reread.iter().take(3) {
+        println!("    {n}x {q}");
+    }
     drop(s);
 
     // 2. The same read with one product: the Okta request stream does not depend on the product count.

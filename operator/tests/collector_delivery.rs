@@ -476,14 +476,17 @@ async fn okta_token_rotation_applies_without_restart() {
     // Rotate: the old token stops working, the Secret file changes.
     env.okta.revoke_token(TOKEN);
     expected.extend(env.generate(200));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        c.report()
-            .source
-            .last_error
-            .as_ref()
-            .is_some_and(|e| e.status == Some(401))
-    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !c
+        .report()
+        .source
+        .last_error
+        .as_ref()
+        .is_some_and(|e| e.status == Some(401))
+    {
+        assert!(Instant::now() < deadline, "the 401 is reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let secret_leaked = c
         .report()
         .source
