@@ -477,12 +477,12 @@ async fn okta_token_rotation_applies_without_restart() {
     env.okta.revoke_token(TOKEN);
     expected.extend(env.generate(200));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !c
+    while c
         .report()
         .source
         .last_error
         .as_ref()
-        .is_some_and(|e| e.status == Some(401))
+        .is_none_or(|e| e.status != Some(401))
     {
         assert!(Instant::now() < deadline, "the 401 is reported");
         tokio::time::sleep(Duration::from_millis(50)).await;
