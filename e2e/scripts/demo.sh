@@ -284,14 +284,22 @@ sync_collectors
 # --- 7. what a user looks at ---------------------------------------------------------------------------------
 declare -A LAST_PHASE=()
 track_phases() {
-	local line key phase
+	local key phase
+	declare -A now=()
 	while read -r key phase; do
+		now[$key]=1
 		if [[ "${LAST_PHASE[$key]:-}" != "$phase" ]]; then
 			echo "$(date +%T) $key: ${LAST_PHASE[$key]:-(new)} -> $phase" >>"$DEMO_DIR/events"
 			LAST_PHASE[$key]="$phase"
 		fi
 	done < <(kubectl get uc,pb -n "$USER_NS" -o json |
 		jq -r '.items[] | (.kind | ascii_downcase) + "/" + .metadata.name + " " + (.status.phase // "-")')
+	for key in "${!LAST_PHASE[@]}"; do
+		if [[ -z "${now[$key]:-}" ]]; then
+			echo "$(date +%T) $key: deleted" >>"$DEMO_DIR/events"
+			unset "LAST_PHASE[$key]"
+		fi
+	done
 }
 
 product_line() {
@@ -311,7 +319,7 @@ render() {
 	product_line "Splunk HEC" "$HEC_URL"
 	product_line "webhook" "$WEBHOOK_URL"
 	curl -fsS --max-time 2 "$OKTA_URL/_admin/stats" 2>/dev/null | jq -r --arg d "$DOMAIN" \
-		'"  Okta org \($d): \(.events[$d] // 0) events so far; \(.requests.total) System Log requests in all (one collector reads for all three products)"' || true
+		'"  Okta org \($d): \(.events[$d] // 0) events so far; \(.requests.total) System Log requests in all (one collector reads for every bound product)"' || true
 	echo
 	if [[ -n "$HAVE_LUA" ]]; then
 		echo "What Argo CD shows (config/argocd/health.lua on the live objects):"
@@ -350,7 +358,7 @@ verify() {
 	for key in "${!LAST_PHASE[@]}"; do
 		check "$key is ${LAST_PHASE[$key]}, not Ready" "[[ ${LAST_PHASE[$key]} == Ready ]]"
 	done
-	check "no connector or binding seen" "((${#LAST_PHASE[@]} == 4))"
+	check "expected 1 connector and 3 bindings, saw ${#LAST_PHASE[@]}" "((${#LAST_PHASE[@]} == 4))"
 	for name in Sentinel:$AZURE_URL Splunk:$HEC_URL webhook:$WEBHOOK_URL; do
 		url="${name#*:}"
 		stats="$(curl -fsS --max-time 2 "$url/_admin/stats" || echo '{}')"
