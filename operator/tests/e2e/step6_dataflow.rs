@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
 use uc_testkit::okta::GenerateOptions;
 
 use crate::support::world::{connector, setup};
-use crate::support::{CONVERGE, LocalCollector, World, kstatus};
+use crate::support::{CONVERGE, LocalCollector, World, kstatus, wait_for};
 
 /// Reports are persisted every few seconds and rolled up by the operator: allow for both.
 pub const FLOW: Duration = Duration::from_secs(120);
@@ -143,5 +145,33 @@ async fn events_flow_exactly_once_to_three_products_from_one_okta_stream() {
         checks <= 3,
         "{checks} token checks: the operator polls Okta"
     );
+
+    // The collector wrote its state ConfigMap; removing the connector removes it too, with
+    // the Deployment, its ConfigMap and Secret: no orphan once data has flowed.
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.op_ns);
+    let state = format!("{collector}-state");
+    assert!(
+        cms.get_opt(&state).await.unwrap().is_some(),
+        "the collector did not write {state}"
+    );
+    local.kill();
+    env.delete(&ns, "UnifiedConnector", "okta").await;
+    wait_for("no object of the collector left", CONVERGE, || async {
+        let mut left: Vec<String> = env
+            .managed_objects()
+            .await
+            .into_iter()
+            .filter(|o| o.contains(&collector))
+            .collect();
+        if cms.get_opt(&state).await.unwrap().is_some() {
+            left.push(format!("ConfigMap/{state}"));
+        }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
     env.cleanup().await;
 }
