@@ -268,10 +268,12 @@ async fn bench() -> anyhow::Result<()> {
     println!("  average event size: {size:.0} bytes of JSON");
     // The size probe above is not the collector's: count from here.
     let base = s.okta.log_requests();
+    let (servers_before, _) = usage(std::process::id());
     let child = spawn_collector(&s.config(&all));
     let pid = child.id();
     let elapsed = wait_all(&s, &all, n, Duration::from_secs(600)).await;
     let (cpu, hwm) = usage(pid);
+    let servers_cpu = usage(std::process::id()).0 - servers_before;
     stop(child);
     let mut requests3 = s.okta.log_requests();
     requests3.total -= base.total;
@@ -303,6 +305,9 @@ async fn bench() -> anyhow::Result<()> {
         cpu / n as f64 * 1e6
     );
     println!("  peak memory (VmHWM): {:.1} MiB", hwm as f64 / 1024.0);
+    println!(
+        "  meanwhile the four test servers used {servers_cpu:.2} CPU s, on the same 2-core machine"
+    );
     println!(
         "  Okta requests: {} for {n} events = {:.5} per event ({} events served)",
         requests3.total,
