@@ -34,6 +34,12 @@ async fn reconcile_inner(binding: Arc<ProductBinding>, ctx: &Context) -> Result<
     if binding.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    if connector_not_reconciled_yet(&binding, ctx) {
+        // Its token is not checked yet, so any status now would be a guess to overwrite in a
+        // moment; the connector's first status write triggers this binding again. Until then
+        // the CRD's default `observedGeneration: -1` already reads as in progress.
+        return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+    }
     let (status, health) = desired_status(&binding, ctx);
     let old = binding.status.as_ref();
     let volatile_only = old.is_some_and(|o| {
@@ -48,6 +54,17 @@ async fn reconcile_inner(binding: Arc<ProductBinding>, ctx: &Context) -> Result<
     )
     .await;
     Ok(requeue_for(health.phase))
+}
+
+fn connector_not_reconciled_yet(binding: &ProductBinding, ctx: &Context) -> bool {
+    ctx.stores.connector_of(binding).is_some_and(|c| {
+        c.metadata.deletion_timestamp.is_none()
+            && c.status
+                .as_ref()
+                .and_then(|s| s.common.observed_generation)
+                .unwrap_or(-1)
+                < 0
+    })
 }
 
 pub fn desired_status(binding: &ProductBinding, ctx: &Context) -> (ProductBindingStatus, Health) {

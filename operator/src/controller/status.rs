@@ -135,7 +135,9 @@ pub async fn announce<K>(ctx: &Context, obj: &K, old: Option<Phase>, health: &He
 where
     K: Resource<DynamicType = ()>,
 {
-    if old == Some(health.phase) {
+    // A new object starting Pending is no news (its status says so); at scale those Events
+    // would double the operator's API writes. Every later change of phase is announced.
+    if old == Some(health.phase) || (old.is_none() && health.phase == Phase::Pending) {
         return;
     }
     let type_ = match health.phase {
