@@ -112,17 +112,29 @@ fn error_backoff(ctx: &Context, key: String) -> Action {
     Action::requeue(Duration::from_secs(secs))
 }
 
-/// A watch whose cache and event stream are shared by several controllers.
-///
-/// Each returned stream yields every applied object *and every deleted one*: kube's shared
-/// subscribers only carry applies, but a deleted binding or Secret must trigger the reconcile
-/// that removes it from its collector.
+/// Which changes of an object a trigger passes on.
+#[derive(Clone, Copy)]
+enum Changes {
+    /// Every update (status and data included).
+    All,
+    /// Only changes of the spec (generation), the finalizers or the deletion state: an object's
+    /// own status writes would otherwise trigger a no-op reconcile each.
+    Spec,
+}
+
+/// A stream of objects that should trigger reconciles.
 type Trigger<K> = futures::stream::BoxStream<'static, Arc<K>>;
 
+/// A watch whose cache and event stream are shared by several controllers, one trigger stream
+/// per entry of `subscribers`.
+///
+/// Each trigger yields applied objects (filtered by [`Changes`]) *and every deleted one*: kube's
+/// shared subscribers only carry applies, but a deleted binding or Secret must trigger the
+/// reconcile that removes it from its collector.
 fn shared<K>(
     api: Api<K>,
     wc: watcher::Config,
-    subscribers: usize,
+    subscribers: &[Changes],
 ) -> (
     Store<K>,
     Vec<Trigger<K>>,
@@ -134,9 +146,13 @@ where
     let (reader, writer) = reflector::store_shared(4096);
     let mut triggers = Vec::new();
     let mut deletes = Vec::new();
-    for _ in 0..subscribers {
+    for changes in subscribers {
         let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<K>>();
         let applied = writer.subscribe().expect("a shared store has subscribers");
+        let applied = match changes {
+            Changes::All => applied.boxed(),
+            Changes::Spec => spec_changes(applied),
+        };
         triggers.push(futures::stream::select(applied, rx).boxed());
         deletes.push(tx);
     }
@@ -158,6 +174,28 @@ where
             futures::future::ready(())
         });
     (reader, triggers, driver)
+}
+
+/// Passes an object on only when its generation, finalizers or deletion state changed since
+/// it last passed (first sight included).
+fn spec_changes<K>(applied: impl futures::Stream<Item = Arc<K>> + Send + 'static) -> Trigger<K>
+where
+    K: Resource + Send + Sync + 'static,
+{
+    let mut seen: std::collections::HashMap<String, (Option<i64>, bool, usize)> =
+        std::collections::HashMap::new();
+    applied
+        .filter(move |obj| {
+            let meta = obj.meta();
+            let fingerprint = (
+                meta.generation,
+                meta.deletion_timestamp.is_some(),
+                meta.finalizers.as_ref().map_or(0, Vec::len),
+            );
+            let key = meta.uid.clone().unwrap_or_default();
+            futures::future::ready(seen.insert(key, fingerprint) != Some(fingerprint))
+        })
+        .boxed()
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -203,32 +241,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let ns = args.namespace.clone();
     let managed = watcher::Config::default().labels(&managed_selector());
+    // Triggers are popped from the end: the last entry feeds the connector controller.
+    // Bindings read their connector's status (its token verdict), so they see every change of
+    // it; nothing else needs an object's own status updates.
     let (connectors, mut conn_subs, conn_driver) = shared(
         Api::<UnifiedConnector>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-        2,
+        &[Changes::All, Changes::Spec],
     );
     let (bindings, mut bind_subs, bind_driver) = shared(
         Api::<ProductBinding>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-        2,
+        &[Changes::Spec, Changes::Spec],
     );
     let (secrets, mut secret_subs, secret_driver) = shared(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default()
             .fields("type=Opaque")
             .any_semantic(),
-        2,
+        &[Changes::All, Changes::All],
     );
     let (deployments, mut deploy_subs, deploy_driver) = shared(
         Api::<Deployment>::namespaced(client.clone(), &ns),
         managed.clone().any_semantic(),
-        1,
+        &[Changes::Spec],
     );
     let (config_maps, mut cm_subs, cm_driver) = shared(
         Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        // The collector's report is ConfigMap data, which has no generation: every change counts.
         managed.any_semantic(),
-        2,
+        &[Changes::All, Changes::All],
     );
     tokio::spawn(conn_driver);
     tokio::spawn(bind_driver);
