@@ -149,11 +149,11 @@ where
     for changes in subscribers {
         let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<K>>();
         let applied = writer.subscribe().expect("a shared store has subscribers");
-        let applied = match changes {
-            Changes::All => applied.boxed(),
-            Changes::Spec => spec_changes(applied),
-        };
-        triggers.push(futures::stream::select(applied, rx).boxed());
+        let both = futures::stream::select(applied.map(|o| (o, false)), rx.map(|o| (o, true)));
+        triggers.push(match changes {
+            Changes::All => both.map(|(o, _)| o).boxed(),
+            Changes::Spec => spec_changes(both),
+        });
         deletes.push(tx);
     }
     let kind = K::kind(&()).to_string();
@@ -177,23 +177,31 @@ where
 }
 
 /// Passes an object on only when its generation, finalizers or deletion state changed since
-/// it last passed (first sight included).
-fn spec_changes<K>(applied: impl futures::Stream<Item = Arc<K>> + Send + 'static) -> Trigger<K>
+/// it last passed (first sight included); deletions (`true`) always pass and are forgotten.
+fn spec_changes<K>(
+    objects: impl futures::Stream<Item = (Arc<K>, bool)> + Send + 'static,
+) -> Trigger<K>
 where
     K: Resource + Send + Sync + 'static,
 {
     let mut seen: std::collections::HashMap<String, (Option<i64>, bool, usize)> =
         std::collections::HashMap::new();
-    applied
-        .filter(move |obj| {
+    objects
+        .filter_map(move |(obj, deleted)| {
             let meta = obj.meta();
-            let fingerprint = (
-                meta.generation,
-                meta.deletion_timestamp.is_some(),
-                meta.finalizers.as_ref().map_or(0, Vec::len),
-            );
             let key = meta.uid.clone().unwrap_or_default();
-            futures::future::ready(seen.insert(key, fingerprint) != Some(fingerprint))
+            let pass = if deleted {
+                seen.remove(&key);
+                true
+            } else {
+                let fingerprint = (
+                    meta.generation,
+                    meta.deletion_timestamp.is_some(),
+                    meta.finalizers.as_ref().map_or(0, Vec::len),
+                );
+                seen.insert(key, fingerprint) != Some(fingerprint)
+            };
+            futures::future::ready(pass.then_some(obj))
         })
         .boxed()
 }

@@ -476,3 +476,50 @@ fn products_start_at_connector_creation_minus_lookback() {
             .contains("spec.lookback")
     );
 }
+
+#[tokio::test]
+async fn only_spec_finalizer_and_deletion_changes_trigger() {
+    use futures::StreamExt;
+    let base = connector("team-a", "a1", "acme.okta.com", 0);
+    let with = |f: &dyn Fn(&mut UnifiedConnector)| {
+        let mut c = (*base).clone();
+        c.metadata.uid = Some("uid-1".into());
+        c.metadata.generation = Some(1);
+        f(&mut c);
+        Arc::new(c)
+    };
+    let first = with(&|_| {});
+    let status_only = with(&|c| c.status = Some(Default::default()));
+    let finalized = with(&|c| c.metadata.finalizers = Some(vec!["x".into()]));
+    let respecced = with(&|c| {
+        c.metadata.finalizers = Some(vec!["x".into()]);
+        c.metadata.generation = Some(2);
+    });
+    let events = vec![
+        (first.clone(), false),
+        (status_only, false),
+        (finalized.clone(), false),
+        (finalized.clone(), false),
+        (respecced.clone(), false),
+        (respecced.clone(), true),
+        (first.clone(), false),
+    ];
+    let passed: Vec<_> = super::spec_changes(futures::stream::iter(events))
+        .collect()
+        .await;
+    let generations: Vec<_> = passed
+        .iter()
+        .map(|c| (c.metadata.generation, c.metadata.finalizers.is_some()))
+        .collect();
+    assert_eq!(
+        generations,
+        vec![
+            (Some(1), false),
+            (Some(1), true),
+            (Some(2), true),
+            (Some(2), true),
+            (Some(1), false)
+        ],
+        "status-only and repeated updates are dropped; a deletion passes and is forgotten"
+    );
+}
