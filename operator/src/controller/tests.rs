@@ -97,6 +97,17 @@ impl World {
         }
     }
 
+    /// The plan of a world with one source and every token valid.
+    fn only_plan(&self) -> CollectorPlan {
+        let plans = self.plan_all(&[], None);
+        assert_eq!(plans.len(), 1, "one source expected");
+        plans
+            .into_values()
+            .next()
+            .unwrap()
+            .expect("a collector is planned")
+    }
+
     /// Plans every source, treating tokens listed in `bad` as rejected by Okta.
     fn plan_all(
         &self,
@@ -277,12 +288,7 @@ fn a_rejected_token_never_joins_and_the_collector_switches_to_another_valid_toke
 #[test]
 fn rotating_a_secret_rolls_the_collector_and_binding_changes_roll_its_config() {
     let world = World::new(vec![connector("team-a", "a1", "acme.okta.com", 0)]);
-    let plan = world
-        .plan_all(&[], None)
-        .into_values()
-        .next()
-        .unwrap()
-        .unwrap();
+    let plan = world.only_plan();
     let before = render(&plan, &settings());
     let annotations = |o: &super::render::CollectorObjects| {
         o.deployment
@@ -325,12 +331,7 @@ fn rotating_a_secret_rolls_the_collector_and_binding_changes_roll_its_config() {
 #[test]
 fn rendered_objects_are_labelled_bounded_and_keep_secrets_out_of_the_config() {
     let world = World::new(vec![connector("team-a", "a1", "acme.okta.com", 0)]);
-    let plan = world
-        .plan_all(&[], None)
-        .into_values()
-        .next()
-        .unwrap()
-        .unwrap();
+    let plan = world.only_plan();
     let objects = render(&plan, &settings());
     let name = plan.source.collector_name();
     for meta in [
