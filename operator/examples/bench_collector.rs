@@ -53,6 +53,13 @@ struct Servers {
     dir: PathBuf,
 }
 
+/// The temporary directory (secret files, state) goes with the test's servers.
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Servers {
     async fn start() -> Servers {
         let okta = OktaServer::start(okta::Options::unlimited()).await;

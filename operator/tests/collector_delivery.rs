@@ -27,6 +27,13 @@ struct Env {
     dir: PathBuf,
 }
 
+/// The temporary directory (secret files, state) goes with the test's servers.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Env {
     async fn new() -> Env {
         Env::with_okta(okta::Options::default()).await
