@@ -22,6 +22,7 @@ pub struct Metrics {
     pub events_read: IntCounter,
     pub source_requests: IntCounterVec,
     pub rate_limit_remaining: IntGauge,
+    pub rate_limit_limit: IntGauge,
     pub source_lag: Gauge,
     pub delivered: IntCounterVec,
     pub failed: IntCounterVec,
@@ -68,6 +69,14 @@ impl Metrics {
                 IntGauge::new(
                     "uc_collector_source_rate_limit_remaining",
                     "X-Rate-Limit-Remaining of the last source response",
+                )
+                .unwrap(),
+            ),
+            rate_limit_limit: reg(
+                &registry,
+                IntGauge::new(
+                    "uc_collector_source_rate_limit_limit",
+                    "X-Rate-Limit-Limit of the last source response (the alert's denominator)",
                 )
                 .unwrap(),
             ),

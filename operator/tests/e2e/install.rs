@@ -927,8 +927,6 @@ fn alerts_and_dashboard_queries_parse_and_use_real_metrics() {
         std::fs::read_to_string(repo().join("operator/src/controller/metrics.rs")).unwrap();
     let collector_metrics =
         std::fs::read_to_string(repo().join("operator/src/collector/metrics.rs")).unwrap();
-    // Not exported yet: the rate-limit alert falls back to Okta's default limit without it.
-    let optional = ["uc_collector_source_rate_limit_limit"];
     for (what, expr) in &exprs {
         if let Err(e) = promql_parser::parser::parse(expr) {
             panic!("{what}: not valid PromQL ({e}):\n{expr}");
@@ -941,7 +939,7 @@ fn alerts_and_dashboard_queries_parse_and_use_real_metrics() {
                 None => collector_metrics.contains(&format!("\"{name}\"")),
             };
             assert!(
-                registered || optional.contains(&name.as_str()),
+                registered,
                 "{what} uses {name}, which the code does not register:\n{expr}"
             );
         }

@@ -220,6 +220,9 @@ impl OktaSource {
             if let Some(r) = b.remaining() {
                 self.metrics.rate_limit_remaining.set(r as i64);
             }
+            if let Some(l) = limit {
+                self.metrics.rate_limit_limit.set(l as i64);
+            }
         }
         if status == 429 {
             let now = Utc::now().timestamp();
