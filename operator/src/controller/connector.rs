@@ -16,10 +16,10 @@ use super::health::{Health, rollup};
 use super::identity::SourceId;
 use super::plan::Membership;
 use super::status::{BindingFacts, announce, binding_health, now_rfc3339, write_status};
-use super::sync::{SyncOutcome, membership_problem, sync_source};
+use super::sync::{SyncOutcome, sync_source};
 use super::{Error, requeue_for};
 use crate::api::conditions::{
-    CREDENTIALS_VALID, Desired, Phase, StatusCommon, set_conditions, summary_conditions,
+    CREDENTIALS_VALID, Desired, StatusCommon, set_conditions, summary_conditions,
 };
 use crate::api::connector::{BoundProduct, HealthMessage};
 use crate::api::{UnifiedConnector, UnifiedConnectorStatus};
@@ -126,11 +126,7 @@ pub fn desired_status(
         });
         phases.push((binding.name_any(), health.phase));
     }
-    let health = match membership_problem(&membership) {
-        Some((reason, message, true)) => Health::new(Phase::Error, reason, message),
-        Some((reason, message, false)) => Health::new(Phase::Pending, reason, message),
-        None => rollup(&phases),
-    };
+    let health = membership.problem().unwrap_or_else(|| rollup(&phases));
     let credentials = match &membership {
         Membership::Active(_) => Desired::new(
             CREDENTIALS_VALID,

@@ -12,10 +12,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
+use super::health::Health;
 use super::identity::SourceId;
 use super::okta_check::Verdict;
 use super::secrets::{SecretError, SecretValue, read_key};
 use crate::api::binding::ProductKind;
+use crate::api::conditions::Phase;
 use crate::api::{ProductBinding, UnifiedConnector};
 use crate::contract::{self, EventFilter, SecretSource, SinkConfig};
 
@@ -35,6 +37,27 @@ pub enum Membership {
 }
 
 impl Membership {
+    /// Why the connector is not collecting, as its health: Error when a person must fix
+    /// something (Secret, token), Pending otherwise (suspended, Okta not asked yet). `None` while
+    /// it is active or being deleted.
+    pub fn problem(&self) -> Option<Health> {
+        match self {
+            Membership::Active(_) | Membership::Deleting => None,
+            Membership::Suspended => Some(Health::new(
+                Phase::Pending,
+                "Suspended",
+                "spec.suspend is true: collection is paused for this connector",
+            )),
+            Membership::SecretProblem(e) => {
+                Some(Health::new(Phase::Error, e.reason(), e.to_string()))
+            }
+            Membership::Token(v @ (Verdict::Invalid(_) | Verdict::Forbidden(_))) => {
+                Some(Health::new(Phase::Error, v.reason(), v.message()))
+            }
+            Membership::Token(v) => Some(Health::new(Phase::Pending, v.reason(), v.message())),
+        }
+    }
+
     pub fn token(&self) -> Option<&SecretValue> {
         match self {
             Membership::Active(t) => Some(t),

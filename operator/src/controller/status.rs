@@ -13,7 +13,6 @@ use tracing::warn;
 use super::context::{Context, MANAGER};
 use super::health::{Deadlines, Health, product_health};
 use super::plan::{BindingProblem, Membership, PlannedProduct};
-use super::sync::membership_problem;
 use crate::api::ProductBinding;
 use crate::api::conditions::Phase;
 use crate::contract::{CollectorReport, ProductHealth};
@@ -45,19 +44,20 @@ pub fn binding_health(
     if let Err(p) = planned {
         return (Health::new(Phase::Error, p.reason, p.message.clone()), None);
     }
-    if let Some((reason, message, is_error)) = membership_problem(membership) {
-        let health = match (reason, is_error) {
+    if let Some(problem) = membership.problem() {
+        let message = problem.message;
+        let health = match (problem.reason.as_str(), problem.phase) {
             ("Suspended", _) => Health::new(
                 Phase::Pending,
                 "ConnectorSuspended",
                 format!("connector {connector_name} is suspended"),
             ),
-            (_, true) => Health::new(
+            (_, Phase::Error) => Health::new(
                 Phase::Error,
                 "ConnectorNotReady",
                 format!("connector {connector_name} cannot collect: {message}"),
             ),
-            (_, false) => Health::new(
+            _ => Health::new(
                 Phase::Pending,
                 "ConnectorNotReady",
                 format!("connector {connector_name}: {message}"),

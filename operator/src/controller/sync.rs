@@ -16,7 +16,6 @@ use tracing::info;
 use super::context::{Context, MANAGER};
 use super::health::source_auth_failed;
 use super::identity::{HASH_ANNOTATION, SourceId};
-use super::okta_check::Verdict;
 use super::plan::{self, BindingProblem, CollectorPlan, Membership, PlannedProduct};
 use super::render::render;
 use super::secrets::SecretValue;
@@ -329,24 +328,6 @@ pub async fn collect_orphans(ctx: &Context) -> Result<usize, SyncError> {
         }
     }
     Ok(removed)
-}
-
-/// A verdict's condition message for a connector whose token was not accepted.
-pub fn membership_problem(m: &Membership) -> Option<(&'static str, String, bool)> {
-    // (reason, message, is_error)
-    match m {
-        Membership::Active(_) | Membership::Deleting => None,
-        Membership::Suspended => Some((
-            "Suspended",
-            "spec.suspend is true: collection is paused for this connector".into(),
-            false,
-        )),
-        Membership::SecretProblem(e) => Some((e.reason(), e.to_string(), true)),
-        Membership::Token(v @ (Verdict::Invalid(_) | Verdict::Forbidden(_))) => {
-            Some((v.reason(), v.message(), true))
-        }
-        Membership::Token(v) => Some((v.reason(), v.message(), false)),
-    }
 }
 
 /// All connectors' keys of a source, for mapping collector-object events back to connectors.

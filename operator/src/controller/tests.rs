@@ -234,6 +234,22 @@ fn suspended_or_unbound_connectors_do_not_keep_a_collector() {
         Some(Verdict::Valid)
     });
     assert_eq!(m, Membership::Suspended);
+    assert_eq!(
+        m.problem().unwrap().phase,
+        crate::api::conditions::Phase::Pending,
+        "suspended is not an error"
+    );
+    let rejected = Membership::Token(Verdict::Forbidden("403".into()));
+    assert_eq!(
+        rejected.problem().unwrap().phase,
+        crate::api::conditions::Phase::Error
+    );
+    assert_eq!(rejected.problem().unwrap().reason, "TokenLacksPermission");
+    let unasked = Membership::Token(Verdict::Unreachable("later".into()));
+    assert_eq!(
+        unasked.problem().unwrap().phase,
+        crate::api::conditions::Phase::Pending
+    );
     let source = SourceId::of(&world.connectors[0]);
     let unsuspended = connector("team-a", "a1", "acme.okta.com", 0);
     let members = vec![(
