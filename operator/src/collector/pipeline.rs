@@ -24,7 +24,7 @@
 //!   and then the replay saw an empty page (both are at "now"). Until then a caught-up replay only
 //!   polls right after the head did, so a replay never doubles the steady-state request rate.
 //! - **One request stream.** The head and all replays are served by one task, one request at a
-//!   time, under one rate budget ([`super::source::okta::RateBudget`]); replays are rare (restart
+//!   time, under one rate budget ([`super::source::RateBudget`]); replays are rare (restart
 //!   across diverging pages, late-joining products, overflow) and alternate with the head.
 //! - **Isolation.** Each product has its own delivery task; retries, back-off and a dead product
 //!   never block the head or the others. A rejected record is bisected out, reported and skipped.
@@ -48,7 +48,8 @@ use tracing::{info, warn};
 use super::event::Event;
 use super::metrics::Metrics;
 use super::product::{AnyProduct, ErrorKind, Product, SendError};
-use super::source::okta::{FetchError, OktaSource, Page};
+use super::source::okta::OktaSource;
+use super::source::{FetchError, Page};
 use super::state::{Position, Positions};
 use crate::contract::{
     CollectorReport, DeliveryState, EventFilter, ProductHealth, ReportedError, SourceHealth,

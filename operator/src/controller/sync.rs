@@ -70,12 +70,16 @@ pub async fn sync_source(ctx: &Context, source: &SourceId) -> Result<SyncOutcome
     }
 
     // Validate each member's token (Okta is asked only for tokens without a fresh verdict).
+    // The verdicts are kept by token, so an answer that is not cached (Okta unreachable) still
+    // reaches the member's status with its own message.
+    let mut verdicts = std::collections::HashMap::new();
     for connector in &members {
         if connector.metadata.deletion_timestamp.is_none()
             && !connector.spec.suspend
             && let Ok(token) = plan::connector_token(connector, &stores.secrets)
         {
-            ctx.checker.check(&source.domain, &token).await;
+            let verdict = ctx.checker.check(&source.domain, &token).await;
+            verdicts.insert(token.fingerprint(), verdict);
         }
     }
     let mut memberships = BTreeMap::new();
@@ -84,7 +88,7 @@ pub async fn sync_source(ctx: &Context, source: &SourceId) -> Result<SyncOutcome
     let mut usable: BTreeMap<String, Vec<PlannedProduct>> = BTreeMap::new();
     for connector in &members {
         let m = plan::membership(connector, &stores.secrets, |t| {
-            ctx.checker.cached(&source.domain, t)
+            verdicts.get(&t.fingerprint()).cloned()
         });
         let key = key_of(connector.as_ref());
         for binding in stores.bindings_of(connector) {

@@ -12,111 +12,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK};
 use url::Url;
 
-use super::link;
+use super::{FetchError, MAX_BUDGET_WAIT, Page, RateBudget, Source, link};
 use crate::collector::config::read_secret;
-use crate::collector::event::{Event, parse_page};
+use crate::collector::event::parse_page;
 use crate::collector::metrics::Metrics;
 use crate::contract::{OktaSourceConfig, SecretSource};
 
-/// Keeps this collector within its share of the token's rate limit, from the `X-Rate-Limit-*`
-/// headers of the previous responses. Windows are the server's (`X-Rate-Limit-Reset`), not
-/// wall-clock minutes.
-#[derive(Debug, Clone)]
-pub struct RateBudget {
-    share: f64,
-    limit: Option<u32>,
-    remaining: Option<u32>,
-    reset: Option<i64>,
-    /// Requests this collector made in the window ending at `reset`.
-    used: u32,
-}
-
 /// Okta keeps System Log events this long.
 pub const RETENTION_DAYS: i64 = 90;
-
-/// Longest wait the budget imposes, whatever a (possibly skewed) reset header says.
-const MAX_BUDGET_WAIT: Duration = Duration::from_secs(120);
-
-impl RateBudget {
-    pub fn new(share: f64) -> Self {
-        RateBudget {
-            share,
-            limit: None,
-            remaining: None,
-            reset: None,
-            used: 0,
-        }
-    }
-
-    /// Requests allowed per window: the configured share of the limit, at least one.
-    pub fn allowed(&self) -> Option<u32> {
-        self.limit
-            .map(|l| ((l as f64 * self.share).floor() as u32).max(1))
-    }
-
-    /// How long to wait before the next request may go out (`None`: now). `now` is epoch seconds.
-    pub fn wait(&self, now: f64) -> Option<Duration> {
-        let reset = self.reset? as f64;
-        if now >= reset {
-            return None;
-        }
-        let exhausted = self.remaining == Some(0) || self.allowed().is_some_and(|a| self.used >= a);
-        exhausted.then(|| Duration::from_secs_f64(reset - now + 0.5).min(MAX_BUDGET_WAIT))
-    }
-
-    /// Accounts one response's headers (a missing header leaves the previous value).
-    pub fn record(&mut self, limit: Option<u32>, remaining: Option<u32>, reset: Option<i64>) {
-        if reset.is_some() && reset != self.reset {
-            self.used = 0;
-            self.reset = reset;
-        }
-        self.used += 1;
-        if limit.is_some() {
-            self.limit = limit;
-        }
-        if remaining.is_some() {
-            self.remaining = remaining;
-        }
-    }
-
-    pub fn remaining(&self) -> Option<u32> {
-        self.remaining
-    }
-    pub fn limit(&self) -> Option<u32> {
-        self.limit
-    }
-}
-
-/// One page of the System Log.
-pub struct Page {
-    pub events: Vec<Event>,
-    /// The `rel="next"` cursor (always present in polling mode, even on an empty page).
-    pub next: String,
-}
-
-/// A failed fetch. Every kind is retried on the same cursor (nothing is skipped); they differ in
-/// how long to wait and how they are reported.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// 429: wait until the window resets.
-    #[error("Okta rate limit exceeded (429); waiting {wait:?} for the window to reset")]
-    RateLimited { wait: Duration },
-    /// 401/403 or an unreadable token: retried slowly, the Secret may be rotated meanwhile.
-    #[error("{0}")]
-    Auth(String, Option<u16>),
-    /// 5xx, network errors, time-outs, malformed bodies: back off with jitter.
-    #[error("{0}")]
-    Transient(String, Option<u16>),
-}
-
-impl FetchError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            FetchError::RateLimited { .. } => Some(429),
-            FetchError::Auth(_, s) | FetchError::Transient(_, s) => *s,
-        }
-    }
-}
 
 /// Reads pages from one Okta org.
 pub struct OktaSource {
@@ -267,6 +170,27 @@ impl OktaSource {
             FetchError::Transient(format!("malformed Okta response: {e}"), Some(status))
         })?;
         Ok(Page { events, next })
+    }
+}
+
+impl Source for OktaSource {
+    fn identity(&self) -> &str {
+        self.logs_url()
+    }
+    fn start_position(&self, since: DateTime<Utc>) -> String {
+        self.initial_url(since)
+    }
+    async fn fetch(&self, position: &str) -> Result<Page, FetchError> {
+        OktaSource::fetch(self, position).await
+    }
+    fn budget_wait(&self) -> Option<Duration> {
+        OktaSource::budget_wait(self)
+    }
+    fn budget(&self) -> RateBudget {
+        OktaSource::budget(self)
+    }
+    fn page_limit(&self) -> usize {
+        OktaSource::page_limit(self)
     }
 }
 
