@@ -7,5 +7,6 @@ pub mod api;
 pub mod collector;
 pub mod contract;
 pub mod controller;
+pub mod definition;
 pub mod http;
 pub mod telemetry;

@@ -4,13 +4,17 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::json;
 
-use super::{ProductBinding, UnifiedConnector};
+use super::{ConnectorDefinition, ProductBinding, UnifiedConnector};
 
 /// Both CRDs, ready to apply, with file names for `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("unifiedconnectors.yaml", finish(UnifiedConnector::crd())),
         ("productbindings.yaml", finish(ProductBinding::crd())),
+        (
+            "connectordefinitions.yaml",
+            finish(ConnectorDefinition::crd()),
+        ),
     ]
 }
 

@@ -4,9 +4,11 @@ pub mod binding;
 pub mod conditions;
 pub mod connector;
 pub mod crd;
+pub mod definition;
 
 pub use binding::{ProductBinding, ProductBindingSpec, ProductBindingStatus};
 pub use connector::{SecretKeyRef, UnifiedConnector, UnifiedConnectorSpec, UnifiedConnectorStatus};
+pub use definition::{ConnectorDefinition, ConnectorDefinitionSpec, ConnectorDefinitionStatus};
 
 /// API group of both kinds.
 pub const GROUP: &str = "connectors.unified.dev";

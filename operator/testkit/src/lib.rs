@@ -20,12 +20,16 @@
 //! See `operator/testkit/README.md` for the `uc-testkit serve` binary and the admin API.
 
 pub mod admin;
+pub mod auth0;
 pub mod azure;
+pub mod github;
 pub mod hec;
 pub mod okta;
+pub mod onepassword;
 mod probe;
 mod product;
 mod received;
+pub mod saas;
 mod server;
 #[cfg(test)]
 mod test_util;

@@ -34,7 +34,7 @@
 
 pub mod events;
 mod log;
-mod rate;
+pub(crate) mod rate;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
