@@ -331,14 +331,22 @@ pub async fn run(def: &ConnectorDefinition, opts: &KitOptions) -> anyhow::Result
         .context("the test server's admin API (POST /_admin/rate_limit)")?;
     let page = stream.page_size as usize;
     let n = opts.events.unwrap_or(page * 5);
-    let t0 = Utc::now() - chrono::Duration::hours(2);
-    // Event times spread over [now-90m, now-30m]: a source re-reading an overlap before its
-    // newest event (lateArrival) finds few events in it.
-    let spacing = |n: usize| (3_600_000 / n.max(1)) as u64;
-    let seed_start = Utc::now() - chrono::Duration::minutes(90);
+    let t0 = Utc::now() - chrono::Duration::hours(7);
+    // Each phase's events come after the previous phase's (in event time), spread over six hours
+    // before now: a source re-reading an overlap before its newest event (`lateArrival`) finds
+    // few events in it. Only the late-persisted check goes back in time.
+    let total = n + page * 18 + 10;
+    let spacing_ms = (6 * 3_600_000 / total).max(1) as u64;
+    let mut clock = Utc::now() - chrono::Duration::hours(6) - chrono::Duration::minutes(10);
+    let mut next_start = |k: usize| {
+        let s = clock;
+        clock += chrono::Duration::milliseconds((k as u64 * spacing_ms) as i64 + 5_000);
+        s
+    };
 
     // 1. Everything from a start time.
-    let expected = kit.admin.add(n, seed_start, spacing(n), 3000).await?;
+    let start_1 = next_start(n);
+    let expected = kit.admin.add(n, start_1, spacing_ms, 3000).await?;
     let engine = kit.engine(def).map_err(|e| anyhow::anyhow!("{e}"))?;
     let start = engine.start_position(t0);
     let (r, took) = kit.collect(&engine, start.clone(), &expected).await;
@@ -380,7 +388,12 @@ pub async fn run(def: &ConnectorDefinition, opts: &KitOptions) -> anyhow::Result
     // 3. Late-persisted events (earlier times than events already read) are not skipped.
     let late = kit
         .admin
-        .add(5, Utc::now() - chrono::Duration::minutes(31), 1, 0)
+        .add(
+            5,
+            start_1 + chrono::Duration::milliseconds((n as u64 * spacing_ms) as i64 - 60_000),
+            1,
+            0,
+        )
         .await?;
     let (r, took) = kit.collect(&engine, position.clone(), &late).await;
     report.checks.push(Check {
@@ -393,7 +406,7 @@ pub async fn run(def: &ConnectorDefinition, opts: &KitOptions) -> anyhow::Result
     // 4. A hard kill mid-run, then a new engine from the last persisted position.
     let more = kit
         .admin
-        .add(page * 4, seed_start, spacing(page * 4), 3000)
+        .add(page * 4, next_start(page * 4), spacing_ms, 3000)
         .await?;
     let run = Arc::new(Mutex::new(Run {
         position: position.clone(),
@@ -424,12 +437,17 @@ pub async fn run(def: &ConnectorDefinition, opts: &KitOptions) -> anyhow::Result
         (r.pages, r.position.clone())
     };
     let restarted = kit.engine(def).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (r2, took) = kit.collect(&restarted, from, &more).await;
-    let mut merged = std::mem::take(&mut *run.lock().unwrap());
-    for (id, c) in &r2.collected {
-        *merged.collected.entry(id.clone()).or_insert(0) += c;
-    }
-    merged.caught_up = r2.caught_up;
+    // The new engine continues the killed run: its persisted position and what it delivered.
+    let resumed = Mutex::new(std::mem::take(&mut *run.lock().unwrap()));
+    resumed.lock().unwrap().caught_up = false;
+    debug_assert_eq!(resumed.lock().unwrap().position, from);
+    let t = Instant::now();
+    kit.drive(&restarted, &resumed, &|r| {
+        r.caught_up && r.missing(&more) == 0
+    })
+    .await;
+    let took = t.elapsed();
+    let merged = resumed.into_inner().unwrap();
     report.checks.push(Check {
         name: "hard kill: resumes, nothing lost",
         passed: merged.missing(&more) == 0 && merged.duplicates() == 0,
@@ -438,7 +456,7 @@ pub async fn run(def: &ConnectorDefinition, opts: &KitOptions) -> anyhow::Result
             summary(&merged, &more, restarted.requests(), took)
         ),
     });
-    position = r2.position;
+    position = merged.position.clone();
 
     // 5. 429, 5xx, malformed and truncated answers are retried on the same position.
     let mut faults = vec![
@@ -457,7 +475,7 @@ pub async fn run(def: &ConnectorDefinition, opts: &KitOptions) -> anyhow::Result
     }
     let more = kit
         .admin
-        .add(page * 2, seed_start, spacing(page * 2), 3000)
+        .add(page * 2, next_start(page * 2), spacing_ms, 3000)
         .await?;
     for f in &faults {
         kit.admin.post("fault", f.clone()).await?;
@@ -507,7 +525,7 @@ pub async fn run(def: &ConnectorDefinition, opts: &KitOptions) -> anyhow::Result
                 .await?;
             let more = kit
                 .admin
-                .add(page * 12, seed_start, spacing(page * 12), 3000)
+                .add(page * 12, next_start(page * 12), spacing_ms, 3000)
                 .await?;
             let (before, by_before) = kit.admin.stats().await?;
             let (r, took) = kit.collect(&restarted, position.clone(), &more).await;

@@ -53,8 +53,10 @@ pub fn load(path: &Path) -> anyhow::Result<ConnectorDefinition> {
 
 /// Parses a definition document.
 pub fn parse(text: &str) -> anyhow::Result<ConnectorDefinition> {
-    let def: ConnectorDefinition = serde_yaml::from_str(text)?;
-    Ok(def)
+    // Through a JSON value: serde_yaml wants YAML tags for enums, Kubernetes documents use
+    // single-key maps (`- bearer: {}`), as serde_json reads them.
+    let value: serde_json::Value = serde_yaml::from_str(text)?;
+    Ok(serde_json::from_value(value)?)
 }
 
 /// The built-in definitions, compiled in (the YAML files under `definitions/`).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use uc_testkit::{azure, hec, okta, webhook};
+use uc_testkit::{auth0, azure, github, hec, okta, onepassword, webhook};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,13 @@ struct Serve {
     hec_port: u16,
     #[arg(long, default_value_t = 0)]
     webhook_port: u16,
+    /// Ports of the GitHub, 1Password and Auth0 servers; they accept every `--token`.
+    #[arg(long, default_value_t = 0)]
+    github_port: u16,
+    #[arg(long, default_value_t = 0)]
+    onepassword_port: u16,
+    #[arg(long, default_value_t = 0)]
+    auth0_port: u16,
     /// Okta API token to accept (Read-Only Administrator); repeatable.
     #[arg(long = "token")]
     tokens: Vec<String>,
@@ -149,6 +156,33 @@ async fn main() -> anyhow::Result<()> {
     .await
     .with_context(|| format!("start the webhook server on 127.0.0.1:{}", a.webhook_port))?;
 
+    let github = github::GithubServer::try_start(github::Options {
+        port: a.github_port,
+        tokens: a.tokens.clone(),
+        ..github::Options::default()
+    })
+    .await
+    .with_context(|| format!("bind the GitHub server on 127.0.0.1:{}", a.github_port))?;
+    let onepassword = onepassword::OnePasswordServer::try_start(onepassword::Options {
+        port: a.onepassword_port,
+        tokens: a.tokens.clone(),
+        ..onepassword::Options::default()
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "bind the 1Password server on 127.0.0.1:{}",
+            a.onepassword_port
+        )
+    })?;
+    let auth0 = auth0::Auth0Server::try_start(auth0::Options {
+        port: a.auth0_port,
+        tokens: a.tokens.clone(),
+        ..auth0::Options::default()
+    })
+    .await
+    .with_context(|| format!("bind the Auth0 server on 127.0.0.1:{}", a.auth0_port))?;
+
     for org in &a.orgs {
         if a.seed_events > 0 {
             let start = chrono::Utc::now() - chrono::Duration::minutes(50);
@@ -181,6 +215,9 @@ async fn main() -> anyhow::Result<()> {
         },
         "hec": { "url": hec.url(), "tokens": hec_tokens },
         "webhook": { "url": webhook.url(), "secret": webhook_secret },
+        "github": { "url": github.url(), "enterprise": github::DEFAULT_ENTERPRISE },
+        "onepassword": { "url": onepassword.url() },
+        "auth0": { "url": auth0.url() },
     });
     let line = serde_json::to_string(&info)?;
     if let Some(path) = &a.info_file {
