@@ -745,3 +745,244 @@ fn describe(e: &reqwest::Error) -> String {
     }
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::{BUILT_IN, parse};
+    use proptest::prelude::*;
+
+    fn engine(file: &str, params: &[(&str, &str)], edit: impl FnOnce(&mut Stream)) -> Engine {
+        let text = BUILT_IN.iter().find(|(f, _)| *f == file).unwrap().1;
+        let mut def = parse(text).unwrap();
+        edit(&mut def.spec.streams[0]);
+        let params = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Engine::new("t", &def.spec, &params, None, EngineOptions::default()).unwrap()
+    }
+
+    fn okta() -> Engine {
+        engine(
+            "okta-system-log.yaml",
+            &[("domain", "acme.okta.com")],
+            |_| {},
+        )
+    }
+
+    fn github() -> Engine {
+        engine(
+            "github-enterprise-audit-log.yaml",
+            &[("enterprise", "acme")],
+            |_| {},
+        )
+    }
+
+    fn gh_page(events: &[(&str, i64)]) -> Bytes {
+        let v: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(id, t)| serde_json::json!({"_document_id": id, "@timestamp": t, "action": "repo.create"}))
+            .collect();
+        Bytes::from(serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn first_request_is_built_from_the_templates() {
+        let e = okta();
+        let (url, body) = e
+            .build(&Position {
+                since: Some(1_767_225_600_000),
+                ..Position::default()
+            })
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://acme.okta.com/api/v1/logs?limit=1000&since=2026-01-01T00%3A00%3A00.000Z&sortOrder=ASCENDING"
+        );
+        assert!(body.is_none());
+        assert_eq!(e.identity(), "t:acme.okta.com/logs");
+        let start: Position =
+            serde_json::from_str(&e.start_position(Utc::now() - chrono::Duration::days(365)))
+                .unwrap();
+        assert!(
+            start.since.unwrap() >= (Utc::now() - chrono::Duration::days(90)).timestamp_millis()
+        );
+    }
+
+    #[test]
+    fn link_paging_follows_next_and_refuses_a_page_without_one() {
+        let e = okta();
+        let body = Bytes::from_static(
+            br#"[{"uuid":"a","published":"2026-01-01T00:00:00Z","eventType":"x","n":{"deep":1}}]"#,
+        );
+        let (ev, next, _) = e
+            .page(
+                &Position::default(),
+                &body,
+                Some("https://acme.okta.com/api/v1/logs?after=1".into()),
+            )
+            .unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(
+            &ev[0].raw[..],
+            &body[1..body.len() - 1],
+            "raw bytes untouched"
+        );
+        assert_eq!(&*ev[0].event_type, "x");
+        assert_eq!(
+            next.url.as_deref(),
+            Some("https://acme.okta.com/api/v1/logs?after=1")
+        );
+        let err = e.page(&Position::default(), &body, None).unwrap_err();
+        assert!(err.contains("onMissingNext"), "{err}");
+        // A next link to another origin is refused (the credential would leak).
+        let other = Position {
+            url: Some("https://evil.example/api/v1/logs".into()),
+            ..Position::default()
+        };
+        assert!(e.build(&other).is_err());
+    }
+
+    #[test]
+    fn wrong_paths_are_named_in_the_error() {
+        let e = engine("okta-system-log.yaml", &[("domain", "a.okta.com")], |s| {
+            s.records.id = "nope".into()
+        });
+        let body = Bytes::from_static(br#"[{"uuid":"a","published":"2026-01-01T00:00:00Z"}]"#);
+        let err = e
+            .page(
+                &Position::default(),
+                &body,
+                Some("https://a.okta.com/x".into()),
+            )
+            .unwrap_err();
+        assert!(err.contains("spec.streams[0].records.id"), "{err}");
+        let e = engine(
+            "onepassword-events.yaml",
+            &[("account", "acme.1password.com")],
+            |s| s.records.path = "itemz".into(),
+        );
+        let body = Bytes::from_static(br#"{"cursor":"c","has_more":false,"items":[]}"#);
+        let err = e.page(&Position::default(), &body, None).unwrap_err();
+        assert!(
+            err.contains("spec.streams[0].records.path") && err.contains("items"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn body_cursor_and_checkpoint_positions() {
+        let e = engine(
+            "onepassword-events.yaml",
+            &[("account", "acme.1password.com")],
+            |_| {},
+        );
+        let body = Bytes::from_static(br#"{"cursor":"c2","has_more":true,"items":[{"uuid":"u1","timestamp":"2026-01-01T00:00:00Z","action":"join"}]}"#);
+        let (ev, next, _) = e.page(&Position::default(), &body, None).unwrap();
+        assert_eq!((ev.len(), next.cursor.as_deref()), (1, Some("c2")));
+        let (_, req) = e.build(&next).unwrap();
+        assert_eq!(req.as_deref(), Some(r#"{"cursor": "c2"}"#));
+        let e = engine(
+            "auth0-logs.yaml",
+            &[("domain", "acme.us.auth0.com")],
+            |_| {},
+        );
+        let first = e
+            .build(&Position {
+                since: Some(1_767_225_600_000),
+                ..Position::default()
+            })
+            .unwrap()
+            .0;
+        assert!(
+            first.as_str().ends_with(
+                "take=100&from=90020260101000000000000000000000000000000000000000000000"
+            ),
+            "{first}"
+        );
+        let body = Bytes::from_static(br#"[{"log_id":"9001","date":"2026-01-01T00:00:00.000Z"},{"log_id":"9002","date":"2025-12-31T00:00:00.000Z"}]"#);
+        let (ev, next, _) = e.page(&Position::default(), &body, None).unwrap();
+        assert_eq!((ev.len(), next.checkpoint.as_deref()), (2, Some("9002")));
+        let (_, same, _) = e.page(&next, &Bytes::from_static(b"[]"), None).unwrap();
+        assert_eq!(
+            same.checkpoint.as_deref(),
+            Some("9002"),
+            "an empty page keeps the checkpoint"
+        );
+    }
+
+    #[test]
+    fn restart_from_last_time_skips_what_was_delivered() {
+        let e = github();
+        let p0 = Position {
+            since: Some(0),
+            ..Position::default()
+        };
+        let (ev, p1, _) = e
+            .page(&p0, &gh_page(&[("a", 1_000_000), ("b", 1_000_500)]), None)
+            .unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(p1.url, None, "the last page: restart from the templates");
+        assert_eq!(p1.since, Some(1_000_500 - 300_000), "minus lateArrival");
+        // The restart returns the overlap again, plus a late event and a new one.
+        let (ev, p2, _) = e
+            .page(
+                &p1,
+                &gh_page(&[
+                    ("a", 1_000_000),
+                    ("late", 900_000),
+                    ("b", 1_000_500),
+                    ("c", 1_001_000),
+                ]),
+                None,
+            )
+            .unwrap();
+        let ids: Vec<&str> = ev.iter().map(|e| &*e.uuid).collect();
+        assert_eq!(ids, vec!["late", "c"]);
+        assert_eq!(p2.last, Some(1_001_000));
+        // A page of only seen records with a next link is followed at once.
+        let (ev, _, hop) = e
+            .page(
+                &p2,
+                &gh_page(&[("c", 1_001_000)]),
+                Some("https://api.github.com/x?after=1".into()),
+            )
+            .unwrap();
+        assert!(ev.is_empty() && hop);
+    }
+
+    proptest! {
+        /// Whatever the page boundaries and overlaps of restarts, every id is delivered exactly once
+        /// as long as re-reads stay within lateArrival of the newest event.
+        #[test]
+        fn restarts_deliver_every_id_once(
+            times in proptest::collection::vec(0i64..200_000, 1..200),
+            cuts in proptest::collection::vec(1usize..30, 1..20),
+            overlap in 0i64..300_000,
+        ) {
+            let e = github();
+            let events: Vec<(String, i64)> = times.iter().enumerate().map(|(i, t)| (format!("id{i}"), 1_000_000 + t)).collect();
+            let mut sorted = events.clone();
+            sorted.sort_by_key(|(_, t)| *t);
+            let mut pos = Position { since: Some(0), ..Position::default() };
+            let mut delivered: Vec<String> = Vec::new();
+            let mut i = 0;
+            let mut c = cuts.iter().cycle();
+            while i < sorted.len() {
+                let end = (i + c.next().unwrap()).min(sorted.len());
+                // Each page re-reads up to `overlap` ms before its first new event (a restart).
+                let from_t = sorted[i].1 - overlap;
+                let page: Vec<(&str, i64)> = sorted[..end].iter().filter(|(_, t)| *t >= from_t).map(|(id, t)| (id.as_str(), *t)).collect();
+                let (ev, next, _) = e.page(&pos, &gh_page(&page), None).unwrap();
+                delivered.extend(ev.iter().map(|e| e.uuid.to_string()));
+                pos = next;
+                i = end;
+            }
+            let mut want: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
+            want.sort();
+            delivered.sort();
+            prop_assert_eq!(delivered, want);
+        }
+    }
+}

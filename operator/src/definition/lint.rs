@@ -322,3 +322,65 @@ fn json_ok(field: String, tpl: &str, p: &mut dyn FnMut(String, String)) {
         p(field, format!("is not JSON once expanded: {e}"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::{BUILT_IN, parse};
+
+    fn okta() -> ConnectorDefinitionSpec {
+        parse(BUILT_IN[0].1).unwrap().spec
+    }
+
+    fn fields(spec: &ConnectorDefinitionSpec) -> Vec<String> {
+        lint(spec).into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn each_problem_names_its_field() {
+        let mut s = okta();
+        s.streams[0].request.url = "https://{{tenant}}/api/v1/logs".into();
+        s.streams[0].records.path = "items..x".into();
+        s.streams[0].position = PositionKind::Cursor;
+        s.streams[0].poll_interval = "soon".into();
+        s.identity = vec!["org".into()];
+        s.credentials.push(CredentialKind::Oauth2ClientCredentials {
+            token_url: "https://x/token".into(),
+            scopes: vec![],
+            private_key_jwt: true,
+        });
+        s.streams[0]
+            .request
+            .headers
+            .insert("Authorization".into(), "SSWS {{domain}}".into());
+        assert_eq!(
+            fields(&s),
+            vec![
+                "spec.identity[0]",
+                "spec.credentials[1].oauth2ClientCredentials",
+                "spec.streams[0].request.url",
+                "spec.streams[0].request.headers.Authorization",
+                "spec.streams[0].position",
+                "spec.streams[0].records.path",
+                "spec.streams[0].pollInterval",
+            ]
+        );
+        let msg = lint(&s)[2].to_string();
+        assert!(
+            msg.contains("{{tenant}} is not a parameter (parameters: domain"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn body_cursors_need_a_place_for_the_cursor() {
+        let mut s = parse(BUILT_IN[2].1).unwrap().spec;
+        if let Pagination::BodyCursor { next_body, .. } = &mut s.streams[0].pagination {
+            *next_body = Some(r#"{"limit": 10}"#.into());
+        }
+        assert_eq!(
+            fields(&s),
+            vec!["spec.streams[0].pagination.bodyCursor.nextBody"]
+        );
+    }
+}
