@@ -84,7 +84,9 @@ async fn auth_limits_and_errors_are_githubs() {
         404
     );
     assert_eq!(get(&format!("{url}?order=sideways")).await.status(), 422);
-    // The budget of 2 is spent (the 404 and the 422 counted): primary limit, 403 with remaining 0.
+    // The 422 and one page spend the budget of 2 (401 and 404 come before the limiter): then
+    // the primary limit, 403 with remaining 0.
+    assert_eq!(get(&url).await.status(), 200);
     let r = get(&url).await;
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
