@@ -89,7 +89,6 @@ pub fn lint(spec: &ConnectorDefinitionSpec) -> Vec<Problem> {
     if spec.streams.is_empty() {
         p("spec.streams".into(), "must list at least one stream");
     }
-    drop(p);
     let mut names = HashSet::new();
     for (i, s) in spec.streams.iter().enumerate() {
         if !names.insert(s.name.as_str()) || s.name.trim().is_empty() {
