@@ -501,10 +501,15 @@ impl Engine {
         let root: &RawValue = serde_json::from_slice(body)
             .map_err(|e| format!("malformed response (not JSON: {e}); the position is kept"))?;
         let records = template::get(root, &self.record_segs).ok_or_else(|| {
+            let keys = template::keys(root);
+            let found = if keys.is_empty() {
+                "the body is not an object: `$` names the whole body".to_string()
+            } else {
+                format!("its keys: {}", keys.join(", "))
+            };
             format!(
-                "{f}.records.path: {:?} is not in the response (its keys: {})",
-                self.stream.records.path,
-                template::keys(root).join(", ")
+                "{f}.records.path: {:?} is not in the response ({found})",
+                self.stream.records.path
             )
         })?;
         let items: Vec<&RawValue> = serde_json::from_str(records.get()).map_err(|_| {

@@ -118,7 +118,11 @@ fn stream(spec: &ConnectorDefinitionSpec, s: &Stream, f: &str, out: &mut Vec<Pro
                             field.clone(),
                             format!(
                                 "{{{{{n}}}}} is not a parameter (parameters: {}; built-ins: {})",
-                                params.join(", "),
+                                if params.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    params.join(", ")
+                                },
                                 [BUILT_INS, extra].concat().join(", ")
                             ),
                         );
