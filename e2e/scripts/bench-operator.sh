@@ -15,7 +15,8 @@
 # Phase 2, the live fleet (UC_BENCH_FLEET=0 skips it): operator/examples/fleet_load.rs plays
 # one collector per source, writing its state ConfigMap (report.json + positions.json) at the
 # collector's cadence, and makes products fail and recover. Once every binding is Ready, over a
-# steady window of UC_BENCH_STEADY_SECONDS it prints, from the API server's audit log and the
+# steady window of UC_BENCH_STEADY_SECONDS (measured anyway when they are not all Ready within
+# UC_BENCH_READY_TIMEOUT, 180 s) it prints, from the API server's audit log and the
 # operator's /metrics: the operator's CPU and memory; API requests and writes per minute by
 # verb and resource (operator and collectors apart); status writes per object per minute;
 # reconciles per minute; and the time from a report change to the binding's status showing it
@@ -55,6 +56,7 @@ IDLE_SECONDS="${UC_BENCH_IDLE_SECONDS:-20}"
 PROFILE="${UC_BENCH_PROFILE:-release}"
 FLEET="${UC_BENCH_FLEET:-1}"
 STEADY_SECONDS="${UC_BENCH_STEADY_SECONDS:-120}"
+READY_TIMEOUT="${UC_BENCH_READY_TIMEOUT:-180}"
 REPORT_MODE="${UC_BENCH_REPORT_MODE:-always}"
 REPORT_INTERVAL="${UC_BENCH_REPORT_INTERVAL:-5s}"
 HEARTBEAT="${UC_BENCH_HEARTBEAT:-40s}"
@@ -236,6 +238,7 @@ t_fleet=$(now)
 	--interval "$REPORT_INTERVAL" --heartbeat "$HEARTBEAT" --failures-per-minute "$FAILURES_PER_MINUTE" \
 	--outage "$OUTAGE" --results "$RESULTS" >"$WORK/fleet.log" 2>&1 &
 FLEET_PID=$!
+ready_deadline=$(($(date +%s) + READY_TIMEOUT))
 failing_margin=$(awk -v f="$FAILURES_PER_MINUTE" -v o="${OUTAGE%s}" 'BEGIN { printf "%d", f * o / 60 + 2 }')
 while :; do
 	operator_alive
@@ -243,9 +246,9 @@ while :; do
 	ready=$(count_phase productbindings.connectors.unified.dev Ready)
 	# Some are failing on purpose at any moment: about failures a minute x outage.
 	if ((ready >= BINDINGS - failing_margin)); then break; fi
-	if (($(date +%s) > deadline + 600)); then
-		log "bindings not Ready with the fleet running: $ready/$BINDINGS"
-		exit 1
+	if (($(date +%s) > ready_deadline)); then
+		log "only $ready/$BINDINGS bindings Ready after ${READY_TIMEOUT}s with the fleet running; measuring anyway"
+		break
 	fi
 	sleep 2
 done
@@ -264,6 +267,8 @@ w_end_unix=$(date +%s.%N)
 steady_cpu=$(cpu_percent "$c0" "$c1" "$STEADY_SECONDS")
 peak_kib=$(awk '/VmHWM/ { print $2 }' "/proc/$OP_PID/status")
 rss_kib=$(awk '/VmRSS/ { print $2 }' "/proc/$OP_PID/status")
+phases=$(kubectl get productbindings.connectors.unified.dev -A -o json |
+	jq -r '[.items[] | "\(.status.phase) \(.status.conditions[]? | select(.type == "Ready") | .reason)"] | group_by(.) | map("\(length) \(.[0])") | join(", ")')
 sleep 15 # let the window's last changes show, then stop the fleet
 kill "$FLEET_PID" 2>/dev/null && wait "$FLEET_PID" 2>/dev/null || true
 FLEET_PID=""
@@ -299,7 +304,7 @@ fmt_s() { jq -r "if .$1 == null then \"-\" else (.$1 * 1000 | round / 1000 | tos
 cat <<EOF
 Live fleet ($DOMAINS collectors writing report.json + positions.json: mode $REPORT_MODE, interval $REPORT_INTERVAL, heartbeat $HEARTBEAT; $FAILURES_PER_MINUTE product failures a minute, each recovering after $OUTAGE)
   bindings Ready after         ${ready_s} s from the fleet's start ($ready/$BINDINGS)
-  steady window                ${STEADY_SECONDS} s
+  steady window                ${STEADY_SECONDS} s; bindings at its end: $phases
   operator CPU                 ${steady_cpu} % of one core  (live target < 2 %)
   operator memory              RSS $((rss_kib / 1024)) MiB, peak (VmHWM) $((peak_kib / 1024)) MiB
   reconciles                   $(per_min $((r1 - r0))) /min (unified_connectors_reconciliations_total)
