@@ -174,7 +174,7 @@ cmd_up() {
 	chmod 600 "$DIR/admin.token"
 	# token,user,uid,"group1,group2": the admin is cluster-admin through system:masters.
 	# A second identity, uc-operator, lets benchmarks tell the operator's requests apart
-	# (kubeconfig-operator; the audit log records them when UC_CLUSTER_AUDIT=1).
+	# (kubeconfig-operator).
 	local op_token
 	op_token="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 	{
@@ -182,8 +182,11 @@ cmd_up() {
 		echo "$op_token,uc-operator,uc-operator,\"system:masters\""
 	} >"$DIR/tokens.csv"
 	chmod 600 "$DIR/tokens.csv"
+	# The audit log ($DIR/audit.log, unless UC_CLUSTER_AUDIT=0) records every request of
+	# uc-operator (the benchmarks count them) and every write by anyone (the leadership test
+	# reads who wrote what and when; the fleet benchmark counts the collectors' writes).
 	local audit_flags=()
-	if [[ "${UC_CLUSTER_AUDIT:-}" == 1 ]]; then
+	if [[ "${UC_CLUSTER_AUDIT:-1}" == 1 ]]; then
 		cat >"$DIR/audit-policy.yaml" <<EOF
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -191,6 +194,8 @@ omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
   users: ["uc-operator"]
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
 - level: None
 EOF
 		audit_flags=(--audit-policy-file="$DIR/audit-policy.yaml" --audit-log-path="$DIR/audit.log"

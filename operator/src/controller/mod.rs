@@ -32,7 +32,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
@@ -208,7 +208,15 @@ where
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::http::install_crypto_provider();
-    let client = Client::try_default().await?;
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("unified-connectors-{}", uuid::Uuid::new_v4()));
+    // With an election, the controllers' writes pass only while this replica leads.
+    let gate = if args.no_leader_election {
+        leader::WriteGate::open()
+    } else {
+        leader::WriteGate::closed()
+    };
+    let (client, election_client) = leader::clients(&identity, gate.clone()).await?;
     let metrics = metrics::Metrics::new();
     let readiness = metrics::Readiness::default();
     tokio::spawn({
@@ -225,14 +233,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let identity = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("unified-connectors-{}", uuid::Uuid::new_v4()));
     let election = (!args.no_leader_election).then(|| {
         Arc::new(leader::LeaderElection::new(
-            client.clone(),
+            election_client,
             &args.namespace,
             &args.lease_name,
             identity.clone(),
+            gate,
         ))
     });
     if let Some(election) = &election {

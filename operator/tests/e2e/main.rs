@@ -10,6 +10,7 @@
 mod support;
 
 mod install;
+mod leadership;
 
 mod step1_crds;
 mod step2_validation;
