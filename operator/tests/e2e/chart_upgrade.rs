@@ -12,11 +12,24 @@ use crate::install::{
     ChartOperator, apply_server_side, docs, find, helm, kubeconfig_for, kubectl, kustomize, repo,
     run, try_run,
 };
+use crate::support::cluster::crds_dir;
 use crate::support::{CONVERGE, TestEnv, wait_for};
 
 /// The last commit whose chart installs the CRDs from `crds/` (chart 0.1.0): what users upgrade from.
 const PREVIOUS_CHART_REV: &str = "5764c81074deb3095d04939bb6ec14c224bb830a";
 const UC_CRD: &str = "unifiedconnectors.connectors.unified.dev";
+
+/// After a test's `helm uninstall`: the kept CRDs still carry the release's labels and
+/// annotations, owned by Helm's field manager. Replacing them with `crds/` leaves them as a
+/// cluster without the chart holds them, so a later `kubectl apply -k config/default` owns its labels.
+pub(crate) fn release_kept_crds() {
+    for f in ["unifiedconnectors.yaml", "productbindings.yaml"] {
+        kubectl(
+            &["replace", "-f", crds_dir().join(f).to_str().unwrap()],
+            None,
+        );
+    }
+}
 
 fn live_crd() -> Value {
     serde_json::from_str(&kubectl(&["get", "crd", UC_CRD, "-o", "json"], None)).unwrap()
@@ -199,6 +212,7 @@ async fn helm_upgrade_from_the_previous_chart_upgrades_the_crds_and_loses_nothin
     run(&helm(), &["uninstall", &release, "-n", &op_ns], None);
     kubectl(&["get", "crd", UC_CRD], None);
     assert_eq!(uid_of("unifiedconnector", "okta-prod"), before[0].2);
+    release_kept_crds();
 
     let _ = std::fs::remove_dir_all(&dir);
     env.cleanup().await;
@@ -414,6 +428,7 @@ collector:
     .await;
 
     run(&helm(), &["uninstall", &release, "-n", &op_ns], None);
+    release_kept_crds();
     let _ = std::fs::remove_dir_all(&dir);
     env.cleanup().await;
 }

@@ -877,6 +877,7 @@ async fn helm_installed_operator_reconciles_the_samples() {
         &["get", "crd", "unifiedconnectors.connectors.unified.dev"],
         None,
     );
+    crate::chart_upgrade::release_kept_crds();
     // The ServiceAccount kubeconfig holds a token: do not leave it behind.
     let _ = std::fs::remove_dir_all(&dir);
     env.cleanup().await;
