@@ -3,16 +3,21 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/unified-connectors
 
-.PHONY: all build test unit crds crds-check lint fmt argocd-test control-plane cluster-up cluster-down e2e bench bench-collector bench-operator demo helm-lint clean
+.PHONY: all build test unit crds crds-check lint fmt deny argocd-test control-plane cluster-up cluster-down e2e bench bench-collector bench-operator demo helm-lint clean
 
 all: build
 
 build:
 	$(CARGO) build --workspace --bins
 
-## make test: unit and integration tests, CRD drift check, lints, the Argo CD health check and Helm
-## chart checks, then the end-to-end suite on a real control plane.
-test: unit crds-check lint argocd-test helm-lint e2e
+## make test: unit and integration tests, CRD drift check, lints, the dependency licence and advisory
+## check, the Argo CD health check and Helm chart checks, then the end-to-end suite on a real control plane.
+test: unit crds-check lint deny argocd-test helm-lint e2e
+
+## Licences, bans and sources of every dependency (deny.toml); RustSec advisories from a cached
+## database, skipped with a message when none is cached (installs cargo-deny if missing).
+deny:
+	e2e/scripts/deny.sh
 
 ## The Argo CD Lua health check against sample statuses (installs lua5.4 if missing).
 argocd-test:
@@ -21,8 +26,9 @@ argocd-test:
 unit:
 	$(CARGO) test --workspace
 
-# Copies of crds/ that Helm and kustomize need inside their own trees.
-CRD_COPIES := charts/unified-connectors/crds config/crd/bases
+# Copies of crds/ that Helm and kustomize need inside their own trees. The chart renders its copy from
+# templates/crds.yaml (not from a crds/ folder, which Helm would never upgrade).
+CRD_COPIES := charts/unified-connectors/files/crds config/crd/bases
 
 ## Regenerate crds/ and its copies from the Rust types.
 crds: build

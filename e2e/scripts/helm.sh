@@ -81,6 +81,19 @@ expect_refusal() {
 	log "ok: $what refused: $(grep -m1 -E "$pattern" <<<"$out" | sed 's/^ *//')"
 }
 
+# expect_rendered WHAT COUNT PATTERN HELM-ARGS...: the rendered chart has COUNT lines matching PATTERN.
+expect_rendered() {
+	local what="$1" want="$2" pattern="$3" out got
+	shift 3
+	out="$(template "$@")" || { log "FAIL: $what: the chart does not render"; return 1; }
+	got="$(grep -cE "$pattern" <<<"$out" || true)"
+	if [[ "$got" != "$want" ]]; then
+		log "FAIL: $what: $got lines match '$pattern', expected $want"
+		return 1
+	fi
+	log "ok: $what"
+}
+
 cmd_lint() {
 	local failed=0 passed=0
 	check() { if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi; }
@@ -94,6 +107,20 @@ cmd_lint() {
 	check expect_refusal "deliveryTimeout=soon" "deliveryTimeout" --set deliveryTimeout=soon
 	check expect_refusal "rateLimitUsedRatio=2" "rateLimitUsedRatio" --set prometheusRule.rateLimitUsedRatio=2
 	check expect_refusal "two replicas without leader election" "leaderElection" --set leaderElection.enabled=false
+	check expect_refusal "crds.enabled=yes" "crds.*enabled" --set-string crds.enabled=yes
+	# The CRDs are templates (so helm upgrade upgrades them), kept on uninstall unless crds.keep=false.
+	check expect_rendered "both CRDs rendered by default" 2 "^kind: CustomResourceDefinition"
+	check expect_rendered "CRDs annotated resource-policy keep" 2 "helm.sh/resource-policy: keep"
+	check expect_rendered "crds.keep=false drops the keep annotation" 0 "helm.sh/resource-policy: keep" --set crds.keep=false
+	check expect_rendered "crds.enabled=false renders no CRD" 0 "^kind: CustomResourceDefinition" --set crds.enabled=false
+	# Collector pod settings: a ConfigMap the operator reads, only when something is set.
+	check expect_rendered "no collector pod settings by default" 0 "collector-pod-settings"
+	check expect_rendered "collector.pod settings reach the operator" 1 "^ +- --collector-pod-settings=/" \
+		--set collector.pod.nodeSelector.pool=security
+	check expect_rendered "imagePullSecrets reach the collectors too" 1 "^ +settings.yaml: " \
+		--set 'imagePullSecrets[0].name=regcred'
+	check expect_refusal "a relative collector.pod.extraCaFile" "extraCaFile" --set collector.pod.extraCaFile=ca.pem
+	check expect_refusal "a misspelt collector.pod key" "additional propert.*nodeSelektor" --set collector.pod.nodeSelektor.a=b
 	if diff -u "$PROM_FILE" <(render_prometheus) >&2; then
 		passed=$((passed + 1))
 		log "ok: config/prometheus matches the chart"

@@ -178,7 +178,7 @@ impl Servers {
             listen: "127.0.0.1:0".into(),
         };
         let path = self.dir.join("collector.yaml");
-        std::fs::write(&path, serde_yaml::to_string(&c).unwrap()).unwrap();
+        std::fs::write(&path, serde_saphyr::to_string(&c).unwrap()).unwrap();
         path
     }
 

@@ -29,7 +29,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use rand::Rng;
 use tokio::sync::mpsc;
 use unified_connectors::api::ProductBinding;
 use unified_connectors::collector::state::{Position, Positions, Store};
@@ -227,7 +226,7 @@ async fn play(
         Mode::OnChange => cadence.heartbeat,
     };
     // Collectors started at different times: spread the first writes over one period.
-    let offset = rand::rng().random_range(0..period.as_millis().max(1) as u64);
+    let offset = fastrand::u64(0..period.as_millis().max(1) as u64);
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_millis(offset),
         period,
@@ -269,12 +268,12 @@ async fn play(
         // Time passes for the source and every product: events read, delivered, cursors move.
         let now = Utc::now();
         page += 1;
-        let delivered = rand::rng().random_range(0..50u64);
+        let delivered = fastrand::u64(0..50);
         report.updated_at = Some(now);
         report.source.last_successful_poll = Some(now);
         report.source.events_read += delivered;
-        report.source.rate_limit_remaining = Some(rand::rng().random_range(30..60));
-        report.source.lag_seconds = Some(rand::rng().random_range(1.0..20.0));
+        report.source.rate_limit_remaining = Some(fastrand::u32(30..60));
+        report.source.lag_seconds = Some(1.0 + fastrand::f64() * 19.0);
         let mut positions = Positions {
             version: 1,
             source: format!("https://{}/api/v1/logs", c.state),
@@ -292,7 +291,7 @@ async fn play(
             } else {
                 p.backlog += delivered;
             }
-            p.lag_seconds = Some(rand::rng().random_range(1.0..20.0));
+            p.lag_seconds = Some(1.0 + fastrand::f64() * 19.0);
             positions.products.insert(
                 id.clone(),
                 Position {
@@ -335,9 +334,8 @@ async fn fail_and_recover(
     loop {
         tick.tick().await;
         let (i, j) = {
-            let mut rng = rand::rng();
-            let i = rng.random_range(0..collectors.len());
-            (i, rng.random_range(0..collectors[i].1.len().max(1)))
+            let i = fastrand::usize(0..collectors.len());
+            (i, fastrand::usize(0..collectors[i].1.len().max(1)))
         };
         let (tx, products) = &collectors[i];
         let Some(product) = products.get(j).cloned() else {

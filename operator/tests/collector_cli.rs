@@ -88,7 +88,7 @@ async fn the_binary_runs_the_example_config_and_stops_on_sigterm() {
     c.listen = "127.0.0.1:0".into();
     // Written as the operator writes it (tagged YAML).
     let path = dir.join("collector.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&c).unwrap()).unwrap();
+    std::fs::write(&path, serde_saphyr::to_string(&c).unwrap()).unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_unified-connectors"))
         .args(["collector", "--config"])

@@ -321,7 +321,7 @@ async fn restarts_at_random_points_lose_nothing() {
         });
         cfg.hash = format!("round-{round}");
         let c = run(cfg).await;
-        let wait = 30 + (round * 37 + rand::random::<u64>() % 120) % 250;
+        let wait = 30 + (round * 37 + fastrand::u64(..120)) % 250;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         expected.extend(env.generate(100));
         if round % 2 == 0 {
@@ -566,7 +566,7 @@ async fn a_rejected_record_is_reported_and_skipped_and_filters_apply() {
         "published": Utc::now().to_rfc3339(),
         "eventType": "user.session.start",
         // Incompressible: still over 1 MB after gzip.
-        "padding": (0..1_600_000).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"[rand::random::<u8>() as usize % 64])).collect::<String>(),
+        "padding": (0..1_600_000).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"[fastrand::usize(..64)])).collect::<String>(),
     });
     env.okta.append_events(&env.org(), vec![huge]);
     expected.push("0f0f0f0f-0000-4000-8000-000000000001".into());

@@ -67,3 +67,25 @@ unified-connectors-collector
 {{- fail "replicaCount > 1 needs leaderElection.enabled=true: without it every replica would reconcile at once" }}
 {{- end }}
 {{- end }}
+
+{{/* The collector pod settings file (YAML), empty when nothing is set: collector.pod without its empty
+values; imagePullSecrets default to the chart's. */}}
+{{- define "uc.collectorPodSettings" -}}
+{{- $pod := dict }}
+{{- range $k, $v := .Values.collector.pod }}
+{{- if $v }}
+{{- $_ := set $pod $k $v }}
+{{- end }}
+{{- end }}
+{{- if and (not $pod.imagePullSecrets) .Values.imagePullSecrets }}
+{{- $_ := set $pod "imagePullSecrets" .Values.imagePullSecrets }}
+{{- end }}
+{{- if $pod }}
+{{- toYaml $pod }}
+{{- end }}
+{{- end }}
+
+{{/* Where the operator container mounts the collector pod settings. */}}
+{{- define "uc.collectorPodSettingsDir" -}}
+/etc/unified-connectors/collector-pod
+{{- end }}

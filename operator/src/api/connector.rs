@@ -43,6 +43,11 @@ pub struct UnifiedConnectorSpec {
     /// Stop collecting for this connector without deleting anything.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Collector pod settings for this connector's source (resources, ServiceAccount), over the
+    /// operator-wide ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<super::collector_pod::CollectorOverrides>,
 }
 
 fn default_lookback() -> String {

@@ -1,6 +1,7 @@
 //! The custom resources (group `connectors.unified.dev`, version `v1alpha1`) and their schema rules.
 
 pub mod binding;
+pub mod collector_pod;
 pub mod conditions;
 pub mod connector;
 pub mod crd;

@@ -27,15 +27,10 @@ pub fn load(path: &Path) -> anyhow::Result<LoadedConfig> {
 
 /// Parses and validates config text.
 pub fn parse(text: &str) -> anyhow::Result<LoadedConfig> {
-    // serde_yaml writes enum variants as tags (`source: !okta {...}`, what the operator renders);
-    // people write maps (`source: {okta: {...}}`). Accept both.
-    let config: CollectorConfig = match serde_yaml::from_str(text) {
-        Ok(c) => c,
-        Err(tagged) => match serde_yaml::from_str::<serde_json::Value>(text) {
-            Ok(v) => serde_json::from_value(v)?,
-            Err(_) => return Err(tagged.into()),
-        },
-    };
+    // One form for the operator and for people: enum variants are maps (`source: {okta: {...}}`).
+    // serde-saphyr's errors name the line and column and show the offending snippet; the config
+    // holds file paths and variable names for secrets, never their values, so the snippet is safe.
+    let config: CollectorConfig = serde_saphyr::from_str(text)?;
     validate(&config)?;
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     Ok(LoadedConfig { config, hash })
@@ -237,10 +232,14 @@ state: { file: { path: /tmp/state.json } }
     }
 
     #[test]
-    fn accepts_the_tagged_form_the_operator_renders() {
+    fn reads_back_what_the_operator_renders() {
         let c = parse(OK).unwrap().config;
-        let rendered = serde_yaml::to_string(&c).unwrap();
-        assert!(rendered.contains("!okta"), "{rendered}");
+        let rendered = serde_saphyr::to_string(&c).unwrap();
+        // The map form people write, so a rendered config is also a template for a hand-written one.
+        assert!(
+            rendered.contains("okta:") && !rendered.contains('!'),
+            "{rendered}"
+        );
         assert_eq!(parse(&rendered).unwrap().config, c);
         let broken = rendered.replace("domain:", "domian:");
         assert!(format!("{:#}", parse(&broken).unwrap_err()).contains("domian"));

@@ -69,6 +69,7 @@ pub struct RunningCollector {
 
 /// Reads the config and runs until SIGTERM or SIGINT, then stops gracefully.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    crate::http::check_extra_ca()?;
     let loaded = config::load(config_path)?;
     let c = start(loaded, Options::default()).await?;
     info!(metrics = %c.metrics_addr(), "collector running");

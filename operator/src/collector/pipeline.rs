@@ -40,7 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -971,7 +970,8 @@ impl Hub {
     }
 }
 
-/// Back-off with full jitter: `base * 2^n` capped, each wait drawn in [half, full].
+/// Back-off with equal jitter: `base * 2^n` capped, each wait drawn in [half, full]. (Full jitter
+/// would draw in [0, full]; keeping half the wait stops a fleet of collectors retrying at once.)
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     pub base: Duration,
@@ -985,7 +985,29 @@ impl Backoff {
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.max);
         let half = exp / 2;
-        half + Duration::from_secs_f64(rand::rng().random::<f64>() * half.as_secs_f64())
+        half + Duration::from_secs_f64(fastrand::f64() * half.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn equal_jitter_stays_between_half_and_the_full_wait() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        };
+        let draws: Vec<Duration> = (0..200).map(|_| b.delay(3)).collect();
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= Duration::from_millis(400) && *d <= Duration::from_millis(800))
+        );
+        // Jittered, not constant: 200 draws are not all the same.
+        assert!(draws.iter().any(|d| *d != draws[0]));
+        assert!(b.delay(30) <= Duration::from_secs(10));
     }
 }
 

@@ -6,6 +6,7 @@
 //! two reconcilers, and [`run`] wires watches, caches and leader election together.
 
 pub mod binding;
+pub mod collector_pod;
 pub mod connector;
 pub mod context;
 pub mod health;
@@ -71,6 +72,11 @@ pub struct Args {
     /// Test only: accept `http://` product URLs.
     #[arg(long)]
     pub allow_insecure_http: bool,
+    /// YAML file of settings for every collector pod: imagePullSecrets, resources, nodeSelector,
+    /// tolerations, affinity, priorityClassName, labels, annotations, env, volumes, volumeMounts,
+    /// extraCaFile (see the README).
+    #[arg(long, env = "COLLECTOR_POD_SETTINGS")]
+    pub collector_pod_settings: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +214,12 @@ where
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::http::install_crypto_provider();
+    crate::http::check_extra_ca()?;
+    // Refuse a bad settings file before anything is reconciled with it.
+    let pod_settings = match &args.collector_pod_settings {
+        Some(path) => collector_pod::CollectorPodSettings::load(path)?,
+        None => Default::default(),
+    };
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("unified-connectors-{}", uuid::Uuid::new_v4()));
     // With an election, the controllers' writes pass only while this replica leads.
@@ -317,6 +329,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             namespace: ns.clone(),
             image: args.collector_image.clone(),
             okta: okta_check::OktaEndpoint::new(args.okta_url_template.clone()),
+            pod: pod_settings,
         },
         plan: plan::PlanSettings {
             allow_insecure_http: args.allow_insecure_http,

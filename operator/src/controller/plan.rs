@@ -299,6 +299,8 @@ pub struct CollectorPlan {
     pub products: Vec<PlannedProduct>,
     /// `<namespace>/<name>` of every active connector with products: the reference count.
     pub users: Vec<String>,
+    /// Pod settings the connectors ask for (`spec.collector`), oldest connector first per field.
+    pub collector: Option<crate::api::collector_pod::CollectorOverrides>,
 }
 
 /// Decides the collector for one source from its connectors' memberships and their bindings'
@@ -348,5 +350,8 @@ pub fn plan_collector(
         token_owner: owner.clone(),
         products: all_products,
         users: active.iter().map(|(_, _, k)| k.clone()).collect(),
+        collector: crate::api::collector_pod::CollectorOverrides::first_set(
+            active.iter().map(|(c, _, _)| c.spec.collector.as_ref()),
+        ),
     })
 }

@@ -44,6 +44,8 @@ pub struct RenderSettings {
     pub namespace: String,
     pub image: String,
     pub okta: OktaEndpoint,
+    /// Operator-wide collector pod settings (`--collector-pod-settings`).
+    pub pod: super::collector_pod::CollectorPodSettings,
 }
 
 /// The four objects of one collector.
@@ -127,7 +129,7 @@ pub fn collector_config(plan: &CollectorPlan, settings: &RenderSettings) -> Coll
 
 pub fn render(plan: &CollectorPlan, settings: &RenderSettings) -> CollectorObjects {
     let name = plan.source.collector_name();
-    let config_yaml = serde_yaml::to_string(&collector_config(plan, settings))
+    let config_yaml = serde_saphyr::to_string(&collector_config(plan, settings))
         .expect("the collector config always serialises");
     let config_hash = sha(&config_yaml);
 
@@ -168,7 +170,8 @@ pub fn render(plan: &CollectorPlan, settings: &RenderSettings) -> CollectorObjec
         metadata: meta(plan, plan.source.state_name(), settings, None),
         ..Default::default()
     };
-    let deployment = deployment(plan, settings, &name, &config_hash, &secret_hash);
+    let mut deployment = deployment(plan, settings, &name, &config_hash, &secret_hash);
+    super::collector_pod::apply(&mut deployment, &settings.pod, plan.collector.as_ref());
     let deployment_hash =
         sha(serde_json::to_vec(&deployment.spec).expect("a Deployment spec always serialises"));
     let deployment = Deployment {

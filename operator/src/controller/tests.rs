@@ -32,6 +32,7 @@ fn connector(ns: &str, name: &str, domain: &str, created: i64) -> Arc<UnifiedCon
             },
             lookback: "1h".into(),
             suspend: false,
+            collector: None,
         },
     );
     c.metadata.namespace = Some(ns.into());
@@ -152,6 +153,7 @@ fn settings() -> RenderSettings {
         namespace: "uc-system".into(),
         image: "img:1".into(),
         okta: OktaEndpoint::new(None),
+        pod: Default::default(),
     }
 }
 
@@ -379,7 +381,7 @@ fn rendered_objects_are_labelled_bounded_and_keep_secrets_out_of_the_config() {
         "secret values must not be in the ConfigMap"
     );
     let parsed: crate::contract::CollectorConfig =
-        serde_yaml::from_str(config).expect("the collector can read its config");
+        serde_saphyr::from_str(config).expect("the collector can read its config");
     assert_eq!(parsed.products.len(), 1);
     let secret_values: Vec<String> = objects
         .secret

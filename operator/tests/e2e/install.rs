@@ -26,11 +26,11 @@ const SAMPLE_TOKEN: &str = "00REPLACE_WITH_OKTA_API_TOKEN";
 /// The domain of config/samples/connector.yaml.
 const SAMPLE_DOMAIN: &str = "yourcompany.okta.com";
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn helm() -> PathBuf {
+pub(crate) fn helm() -> PathBuf {
     if let Some(h) = std::env::var_os("HELM") {
         return PathBuf::from(h);
     }
@@ -41,7 +41,7 @@ fn helm() -> PathBuf {
 }
 
 /// Runs a command, feeding `stdin`; returns stdout, panics with stderr when it fails.
-fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> String {
     let out = try_run(program, args, stdin);
     match out {
         Ok(s) => s,
@@ -49,7 +49,11 @@ fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> String {
     }
 }
 
-fn try_run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+pub(crate) fn try_run(
+    program: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, String> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {
@@ -81,7 +85,7 @@ fn try_run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String,
     }
 }
 
-fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
     run(Path::new("kubectl"), args, stdin)
 }
 
@@ -112,14 +116,15 @@ fn helm_template(release: &str, namespace: &str, extra: &[&str]) -> String {
     run(&helm(), &args, None)
 }
 
-fn docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).expect("rendered YAML"))
+pub(crate) fn docs(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("rendered YAML")
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
 
-fn find<'a>(docs: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
+pub(crate) fn find<'a>(docs: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
     docs.iter()
         .find(|d| {
             d["kind"] == kind
@@ -179,7 +184,7 @@ fn changes(before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) ->
 }
 
 /// `kubectl apply --server-side` of `manifests` (into `namespace` when given); returns its output.
-fn apply_server_side(manifests: &str, namespace: Option<&str>) -> String {
+pub(crate) fn apply_server_side(manifests: &str, namespace: Option<&str>) -> String {
     let mut args = vec![
         "apply",
         "--server-side",
@@ -347,7 +352,7 @@ async fn wait_for_pods(client: &kube::Client, ns: &str, selector: &str, n: usize
 }
 
 /// `kubectl kustomize DIR`.
-fn kustomize(dir: &str) -> String {
+pub(crate) fn kustomize(dir: &str) -> String {
     kubectl(&["kustomize", repo().join(dir).to_str().unwrap()], None)
 }
 
@@ -528,7 +533,7 @@ async fn chart_and_kustomize_grant_the_same_rbac() {
 }
 
 /// A kubeconfig for the current cluster that authenticates as ServiceAccount `sa` (TokenRequest).
-fn kubeconfig_for(sa: &str, namespace: &str, dir: &Path) -> PathBuf {
+pub(crate) fn kubeconfig_for(sa: &str, namespace: &str, dir: &Path) -> PathBuf {
     let token = kubectl(
         &["create", "token", sa, "-n", namespace, "--duration", "1h"],
         None,
@@ -553,13 +558,18 @@ fn kubeconfig_for(sa: &str, namespace: &str, dir: &Path) -> PathBuf {
 
 /// The operator started as the chart's Deployment describes it: its command (the image's binary is
 /// this build), args and env, with `--metrics-addr` moved to a free loopback port.
-struct ChartOperator {
+pub(crate) struct ChartOperator {
     child: Child,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl ChartOperator {
-    fn start(deploy: &Value, namespace: &str, kubeconfig: &Path, pod_name: &str) -> ChartOperator {
+    pub(crate) fn start(
+        deploy: &Value,
+        namespace: &str,
+        kubeconfig: &Path,
+        pod_name: &str,
+    ) -> ChartOperator {
         let c = &deploy["spec"]["template"]["spec"]["containers"][0];
         let command: Vec<String> = serde_json::from_value(c["command"].clone()).unwrap();
         assert!(
@@ -658,7 +668,7 @@ async fn helm_installed_operator_reconciles_the_samples() {
     );
     let release = format!("uc-{}", env.id);
     let template_arg = format!("extraArgs[0]=--okta-url-template={}", okta.url_template());
-    // A real `helm install` (release record, schema check, CRDs from crds/ when missing).
+    // A real `helm install` (release record, schema check, the CRDs from its templates).
     let chart = repo().join("charts/unified-connectors");
     let chart = chart.to_str().unwrap();
     let helm_args = |verb: &str| -> Vec<String> {
@@ -670,6 +680,8 @@ async fn helm_installed_operator_reconciles_the_samples() {
             &op_ns,
             "--set-string",
             &template_arg,
+            // The harness installed the CRDs before the chart: the chart adopts them.
+            "--take-ownership",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -865,6 +877,7 @@ async fn helm_installed_operator_reconciles_the_samples() {
         &["get", "crd", "unifiedconnectors.connectors.unified.dev"],
         None,
     );
+    crate::chart_upgrade::release_kept_crds();
     // The ServiceAccount kubeconfig holds a token: do not leave it behind.
     let _ = std::fs::remove_dir_all(&dir);
     env.cleanup().await;
@@ -891,7 +904,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 /// a renamed metric cannot silently turn an alert off. Runs in `make unit` (no cluster needed).
 #[test]
 fn alerts_and_dashboard_queries_parse_and_use_real_metrics() {
-    let rules: Value = serde_yaml::from_str(
+    let rules: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(repo().join("config/prometheus/prometheusrule.yaml")).unwrap(),
     )
     .unwrap();
@@ -955,10 +968,11 @@ fn install_paths_reference_the_image_the_dockerfile_builds() {
     let version = env!("CARGO_PKG_VERSION");
     let image = format!("ghcr.io/unified-connectors/unified-connectors:{version}");
 
-    let chart: Value = serde_yaml::from_str(&read("charts/unified-connectors/Chart.yaml")).unwrap();
+    let chart: Value =
+        serde_saphyr::from_str(&read("charts/unified-connectors/Chart.yaml")).unwrap();
     assert_eq!(chart["appVersion"], version, "Chart.yaml appVersion");
     let values: Value =
-        serde_yaml::from_str(&read("charts/unified-connectors/values.yaml")).unwrap();
+        serde_saphyr::from_str(&read("charts/unified-connectors/values.yaml")).unwrap();
     assert_eq!(
         format!(
             "{}:{}",
@@ -993,6 +1007,11 @@ fn install_paths_reference_the_image_the_dockerfile_builds() {
             "COPY --from=build /out/unified-connectors {command}"
         )),
         "the Dockerfile does not install the binary at {command}"
+    );
+    // Its OCI version label defaults to the same version.
+    assert!(
+        dockerfile.contains(&format!("ARG VERSION={version}\n")),
+        "the Dockerfile's ARG VERSION (org.opencontainers.image.version) is not {version}"
     );
     assert!(
         read("charts/unified-connectors/templates/deployment.yaml")

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod chart_upgrade;
 mod install;
 mod leadership;
 

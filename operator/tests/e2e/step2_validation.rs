@@ -12,8 +12,7 @@ fn samples() -> Vec<Value> {
     for file in ["secrets.yaml", "connector.yaml", "bindings.yaml"] {
         let text = std::fs::read_to_string(dir.join(file))
             .unwrap_or_else(|e| panic!("config/samples/{file}: {e}"));
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        for v in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
             if !v.is_null() {
                 docs.push(v);
             }

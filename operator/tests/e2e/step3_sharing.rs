@@ -25,7 +25,7 @@ async fn products_of(env: &TestEnv, collector: &str) -> Vec<String> {
         .remove(CONFIG_KEY)
         .expect("collector ConfigMap without collector.yaml");
     let cfg: CollectorConfig =
-        serde_yaml::from_str(&text).expect("collector.yaml does not parse as the contract");
+        serde_saphyr::from_str(&text).expect("collector.yaml does not parse as the contract");
     let mut ids: Vec<String> = cfg.products.into_iter().map(|p| p.id).collect();
     ids.sort();
     ids

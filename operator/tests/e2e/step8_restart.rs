@@ -75,7 +75,7 @@ async fn killing_the_operator_midway_converges_to_the_same_state() {
                 return Err(format!("{name} has no ConfigMap yet"));
             };
             let text = cm.data.unwrap_or_default().remove(CONFIG_KEY).unwrap_or_default();
-            let cfg: CollectorConfig = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+            let cfg: CollectorConfig = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
             let mut ids: Vec<String> = cfg.products.into_iter().map(|p| p.id).collect();
             ids.sort();
             if got.insert(src.clone(), ids).is_some() {

@@ -42,9 +42,9 @@ pub fn crd_manifests() -> Vec<serde_json::Value> {
     let mut docs = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: serde_json::Value = serde::Deserialize::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", f.display()));
+        for v in serde_saphyr::from_multiple::<serde_json::Value>(&text)
+            .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", f.display()))
+        {
             if !v.is_null() {
                 docs.push(v);
             }

@@ -147,10 +147,10 @@ impl LocalCollector {
                 };
                 let mut text = rewrite(&text);
                 if p.file_name().is_some_and(|n| n == contract::CONFIG_KEY) {
-                    let mut cfg: serde_yaml::Value =
-                        serde_yaml::from_str(&text).context("collector.yaml is not YAML")?;
-                    cfg["listen"] = serde_yaml::Value::from(listen.clone());
-                    text = serde_yaml::to_string(&cfg)?;
+                    let mut cfg: serde_json::Value =
+                        serde_saphyr::from_str(&text).context("collector.yaml is not YAML")?;
+                    cfg["listen"] = serde_json::Value::from(listen.clone());
+                    text = serde_saphyr::to_string(&cfg)?;
                     config_path = p.clone();
                 }
                 if mount_path.as_str() != contract::SECRETS_DIR {
