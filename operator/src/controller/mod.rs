@@ -121,6 +121,10 @@ fn error_backoff(ctx: &Context, key: String) -> Action {
     Action::requeue(Duration::from_secs(secs))
 }
 
+/// The Secrets the operator caches: every type users keep credentials in (`Opaque`,
+/// `kubernetes.io/basic-auth`, custom types, ...), but not the large kinds no connector names.
+const SECRET_TYPES: &str = "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token,type!=kubernetes.io/dockerconfigjson";
+
 /// Which changes of an object a trigger passes on.
 #[derive(Clone, Copy)]
 enum Changes {
@@ -323,7 +327,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (secrets, mut secret_subs, secret_driver) = shared(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default()
-            .fields("type=Opaque")
+            .fields(SECRET_TYPES)
             .any_semantic(),
         &[Changes::All, Changes::All],
         &books,
@@ -389,6 +393,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let checker =
         okta_check::TokenChecker::new(settings.render.okta.clone(), Some(metrics.clone()));
+    seed_verdicts(&checker, &stores);
     let ctx = Arc::new(Context::new(
         client.clone(),
         stores.clone(),
@@ -615,6 +620,27 @@ async fn housekeeping(ctx: Arc<Context>) {
             }
         }
         rounds += 1;
+    }
+}
+
+/// A new process knows no token verdict yet. Each connector whose status says its token was
+/// valid keeps that as its last known verdict until the first sync re-checks it, so an operator
+/// restart or a change of leader causes no transition ("not validated yet") and no Event.
+fn seed_verdicts(checker: &okta_check::TokenChecker, stores: &Stores) {
+    for c in stores.connectors.state() {
+        let valid = c.status.as_ref().is_some_and(|s| {
+            s.common
+                .conditions
+                .iter()
+                .any(|k| k.type_ == crate::api::conditions::CREDENTIALS_VALID && k.status == "True")
+        });
+        if valid && let Ok(token) = plan::connector_token(&c, &stores.secrets) {
+            checker.seed(
+                &identity::SourceId::of(&c).domain,
+                &token,
+                okta_check::Verdict::Valid,
+            );
+        }
     }
 }
 
