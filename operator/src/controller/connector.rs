@@ -12,12 +12,12 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
-use super::health::{Health, rollup};
+use super::health::{Health, report_deadline, rollup};
 use super::identity::SourceId;
 use super::plan::Membership;
 use super::status::{BindingFacts, announce, binding_health, now_rfc3339, write_status};
 use super::sync::{SyncOutcome, sync_source};
-use super::{Error, requeue_for};
+use super::{Error, requeue_after};
 use crate::api::conditions::{
     CREDENTIALS_VALID, Desired, StatusCommon, set_conditions, summary_conditions,
 };
@@ -73,7 +73,13 @@ async fn apply(connector: &UnifiedConnector, ctx: &Context) -> Result<Action, Er
     });
     write_status(ctx, connector, old, &status, volatile_only).await?;
     announce(ctx, connector, old.and_then(|s| s.common.phase), &health).await;
-    Ok(requeue_for(health.phase))
+    // Look again when the collector's report turns stale: the connector's status lists its
+    // bindings' phases, so its change triggers every binding of it (see the watches in `run`).
+    let after = requeue_after(health.phase);
+    Ok(Action::requeue(
+        report_deadline(Utc::now(), outcome.report.as_ref(), ctx.settings.deadlines)
+            .map_or(after, |d| d.min(after)),
+    ))
 }
 
 /// The status a connector should have after a sync. Pure apart from the clock.

@@ -96,10 +96,143 @@ pub struct Context {
     pub recorder: Recorder,
     /// One lock per source, so two connectors of one source never apply its collector concurrently.
     source_locks: Mutex<HashMap<SourceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per-object maps, evicted when their object is deleted.
+    pub books: Arc<Bookkeeping>,
+}
+
+/// What the operator remembers per object (keyed by [`super::object_key`]): when it last wrote
+/// its status and what it wrote, its consecutive failures, and the trigger filters' last sight.
+/// Every entry is evicted when its object is deleted ([`Bookkeeping::forget`]) and pruned
+/// against the caches by housekeeping ([`Bookkeeping::retain`]), so the maps stay as large as
+/// the set of live objects, whatever the churn.
+#[derive(Default)]
+pub struct Bookkeeping {
     /// When each object's status was last written, to throttle counters-only updates.
     status_written: Mutex<HashMap<String, Instant>>,
+    /// A hash of the status last written, so a trigger can tell our own writes from others'.
+    written_status: Mutex<HashMap<String, u64>>,
     /// Consecutive reconcile failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The trigger filters' maps (one per filter), registered so they are evicted too.
+    filters: Mutex<Vec<FilterMap>>,
+}
+
+/// One trigger filter's memory: the last fingerprint it let through, per object.
+pub type FilterMap = Arc<Mutex<HashMap<String, Seen>>>;
+
+/// What a trigger filter saw of an object last time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// Generation, being deleted, number of finalizers.
+    pub spec: (Option<i64>, bool, usize),
+    /// Hash of the object's status, when the filter watches it.
+    pub status: Option<u64>,
+}
+
+impl Bookkeeping {
+    /// A new filter map, evicted along with the others.
+    pub fn filter_map(&self) -> FilterMap {
+        let map = FilterMap::default();
+        self.filters.lock().expect("filters").push(map.clone());
+        map
+    }
+
+    /// Forgets everything about one object (it was deleted).
+    pub fn forget(&self, key: &str) {
+        self.status_written.lock().expect("status map").remove(key);
+        self.written_status.lock().expect("status map").remove(key);
+        self.failures.lock().expect("failure map").remove(key);
+        for f in self.filters.lock().expect("filters").iter() {
+            f.lock().expect("filter map").remove(key);
+        }
+    }
+
+    /// Keeps only the entries of live objects (deletions missed across a watch restart).
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        self.status_written
+            .lock()
+            .expect("status map")
+            .retain(|k, _| live.contains(k));
+        self.written_status
+            .lock()
+            .expect("status map")
+            .retain(|k, _| live.contains(k));
+        self.failures
+            .lock()
+            .expect("failure map")
+            .retain(|k, _| live.contains(k));
+        for f in self.filters.lock().expect("filters").iter() {
+            f.lock()
+                .expect("filter map")
+                .retain(|k, _| live.contains(k));
+        }
+    }
+
+    /// Entries held, over every map (for tests and the eviction check).
+    pub fn len(&self) -> usize {
+        self.status_written.lock().expect("status map").len()
+            + self.written_status.lock().expect("status map").len()
+            + self.failures.lock().expect("failure map").len()
+            + self
+                .filters
+                .lock()
+                .expect("filters")
+                .iter()
+                .map(|f| f.lock().expect("filter map").len())
+                .sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn since_status_write(&self, key: &str) -> Option<std::time::Duration> {
+        self.status_written
+            .lock()
+            .expect("status map")
+            .get(key)
+            .map(|t| t.elapsed())
+    }
+
+    pub fn status_written(&self, key: &str, status: &serde_json::Value) {
+        self.status_written
+            .lock()
+            .expect("status map")
+            .insert(key.to_string(), Instant::now());
+        self.written_status
+            .lock()
+            .expect("status map")
+            .insert(key.to_string(), status_hash(status));
+    }
+
+    /// Counts a failure and returns how many came before it.
+    pub fn failed(&self, key: &str) -> u32 {
+        let mut map = self.failures.lock().expect("failure map");
+        let n = map.entry(key.to_string()).or_default();
+        *n += 1;
+        *n - 1
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("failure map").remove(key);
+    }
+
+    /// The hash of the status this process last wrote for `key`.
+    pub fn written_status(&self, key: &str) -> Option<u64> {
+        self.written_status
+            .lock()
+            .expect("status map")
+            .get(key)
+            .copied()
+    }
+}
+
+/// A stable hash of a status document (its JSON), to compare statuses without keeping them.
+pub fn status_hash(status: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    status.to_string().hash(&mut h);
+    h.finish()
 }
 
 impl Context {
@@ -110,6 +243,7 @@ impl Context {
         checker: TokenChecker,
         metrics: Metrics,
         recorder: Recorder,
+        books: Arc<Bookkeeping>,
     ) -> Self {
         Context {
             client,
@@ -119,8 +253,7 @@ impl Context {
             metrics,
             recorder,
             source_locks: Mutex::default(),
-            status_written: Mutex::default(),
-            failures: Mutex::default(),
+            books,
         }
     }
 
@@ -139,33 +272,32 @@ impl Context {
 
     /// Seconds since this object's status was last written by this process, if ever.
     pub fn since_status_write(&self, key: &str) -> Option<std::time::Duration> {
-        self.status_written
-            .lock()
-            .expect("status map")
-            .get(key)
-            .map(|t| t.elapsed())
+        self.books.since_status_write(key)
     }
 
-    pub fn status_written(&self, key: &str) {
-        self.status_written
-            .lock()
-            .expect("status map")
-            .insert(key.to_string(), Instant::now());
+    /// Records a status write: when, and what (so the trigger ignores its echo).
+    pub fn status_written(&self, key: &str, status: &serde_json::Value) {
+        self.books.status_written(key, status);
     }
 
     pub fn forget_status(&self, key: &str) {
-        self.status_written.lock().expect("status map").remove(key);
+        self.books.forget(key);
     }
 
     /// Counts a failure and returns how many came before it.
     pub fn failures(&self, key: &str) -> u32 {
-        let mut map = self.failures.lock().expect("failure map");
-        let n = map.entry(key.to_string()).or_default();
-        *n += 1;
-        *n - 1
+        self.books.failed(key)
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().expect("failure map").remove(key);
+        self.books.succeeded(key);
+    }
+
+    /// Drops the per-source locks of sources no connector reads any more.
+    pub fn retain_sources(&self, live: &std::collections::HashSet<SourceId>) {
+        self.source_locks
+            .lock()
+            .expect("source lock map")
+            .retain(|s, _| live.contains(s));
     }
 }

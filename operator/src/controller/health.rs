@@ -139,6 +139,21 @@ pub fn product_health(
     (health, Some(p.clone()))
 }
 
+/// How long until this report turns stale (its collector counts as not running), so the
+/// reconcile can look again exactly then instead of at a timed sweep. `None` when there is no
+/// report, or it is stale already (nothing more changes with time alone).
+pub fn report_deadline(
+    now: DateTime<Utc>,
+    report: Option<&CollectorReport>,
+    deadlines: Deadlines,
+) -> Option<Duration> {
+    let at = report?.updated_at?;
+    let age = (now - at).to_std().unwrap_or_default();
+    // One second past the limit, so the check at the deadline sees the report as stale.
+    (age <= deadlines.report_stale_after)
+        .then(|| deadlines.report_stale_after - age + Duration::from_secs(1))
+}
+
 /// A connector's phase from the phases of its products, once its credential is known to be good.
 pub fn rollup(products: &[(String, Phase)]) -> Health {
     if products.is_empty() {
@@ -279,6 +294,32 @@ mod tests {
             },
         );
         assert_eq!(phase(100 + 121, Some(&old)), Phase::Warning);
+    }
+
+    #[test]
+    fn a_fresh_report_is_looked_at_again_when_it_turns_stale() {
+        let d = Deadlines::default();
+        let r = report(100, ProductHealth::default());
+        assert_eq!(
+            report_deadline(t(130), Some(&r), d),
+            Some(Duration::from_secs(91))
+        );
+        assert_eq!(report_deadline(t(100 + 121), Some(&r), d), None);
+        assert_eq!(report_deadline(t(130), None, d), None);
+        // At the deadline the product really reads as not reporting.
+        let delivered = report(
+            100,
+            ProductHealth {
+                last_successful_delivery: Some(t(99)),
+                ..Default::default()
+            },
+        );
+        let wake = 130
+            + report_deadline(t(130), Some(&delivered), d)
+                .unwrap()
+                .as_secs() as i64;
+        assert_eq!(phase(wake, Some(&delivered)), Phase::Warning);
+        assert_eq!(phase(wake - 2, Some(&delivered)), Phase::Ready);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use tracing::{error, info, warn};
 
 use crate::api::conditions::Phase;
 use crate::api::{ProductBinding, UnifiedConnector};
-use context::{Context, Settings, Stores};
+use context::{Bookkeeping, Context, Seen, Settings, Stores};
 use identity::{SOURCE_LABEL, managed_selector};
 
 /// `unified-connectors controller` flags.
@@ -77,6 +77,10 @@ pub struct Args {
     /// extraCaFile (see the README).
     #[arg(long, env = "COLLECTOR_POD_SETTINGS")]
     pub collector_pod_settings: Option<std::path::PathBuf>,
+    /// A collector report older than this means the collector is not running: its bindings
+    /// turn Warning at this deadline (tests shorten it).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub report_stale_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,11 +108,16 @@ impl Error {
 /// changes with time alone: delivery deadlines, a collector that stops reporting, and a token
 /// fixed on Okta's side (re-checked after its cached verdict expires).
 pub fn requeue_for(phase: Phase) -> Action {
-    Action::requeue(match phase {
+    Action::requeue(requeue_after(phase))
+}
+
+/// The delay of [`requeue_for`].
+pub fn requeue_after(phase: Phase) -> Duration {
+    match phase {
         Phase::Pending | Phase::Warning => Duration::from_secs(120),
         Phase::Error => Duration::from_secs(60),
         Phase::Ready => Duration::from_secs(300),
-    })
+    }
 }
 
 /// Exponential backoff per object on errors, 5 s doubling to 5 min.
@@ -118,6 +127,10 @@ fn error_backoff(ctx: &Context, key: String) -> Action {
     Action::requeue(Duration::from_secs(secs))
 }
 
+/// The Secrets the operator caches: every type users keep credentials in (`Opaque`,
+/// `kubernetes.io/basic-auth`, custom types, ...), but not the large kinds no connector names.
+const SECRET_TYPES: &str = "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token,type!=kubernetes.io/dockerconfigjson";
+
 /// Which changes of an object a trigger passes on.
 #[derive(Clone, Copy)]
 enum Changes {
@@ -126,6 +139,9 @@ enum Changes {
     /// Only changes of the spec (generation), the finalizers or the deletion state: an object's
     /// own status writes would otherwise trigger a no-op reconcile each.
     Spec,
+    /// [`Changes::Spec`], and a status that differs from what this process last wrote: someone
+    /// else wrote it (a forged or stale status), so the owner rewrites it at once.
+    SpecOrForeignStatus,
 }
 
 /// A stream of objects that should trigger reconciles.
@@ -141,13 +157,21 @@ fn shared<K>(
     api: Api<K>,
     wc: watcher::Config,
     subscribers: &[Changes],
+    books: &Arc<Bookkeeping>,
 ) -> (
     Store<K>,
     Vec<Trigger<K>>,
-    impl std::future::Future<Output = ()>,
+    impl std::future::Future<Output = ()> + use<K>,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store_shared(4096);
     let mut triggers = Vec::new();
@@ -158,17 +182,20 @@ where
         let both = futures::stream::select(applied.map(|o| (o, false)), rx.map(|o| (o, true)));
         triggers.push(match changes {
             Changes::All => both.map(|(o, _)| o).boxed(),
-            Changes::Spec => spec_changes(both),
+            Changes::Spec => spec_changes(both, books.clone(), false),
+            Changes::SpecOrForeignStatus => spec_changes(both, books.clone(), true),
         });
         deletes.push(tx);
     }
     let kind = K::kind(&()).to_string();
+    let books = books.clone();
     let driver = watcher(api, wc)
         .default_backoff()
         .reflect_shared(writer)
         .for_each(move |r| {
             match r {
                 Ok(watcher::Event::Delete(obj)) => {
+                    books.forget(&object_key(&obj));
                     let obj = Arc::new(obj);
                     for tx in &deletes {
                         let _ = tx.unbounded_send(obj.clone());
@@ -183,33 +210,56 @@ where
 }
 
 /// Passes an object on only when its generation, finalizers or deletion state changed since
-/// it last passed (first sight included); deletions (`true`) always pass and are forgotten.
+/// it last passed (first sight included) or, with `foreign_status`, when its status changed to
+/// something this process did not write; deletions (`true`) always pass and are forgotten.
 fn spec_changes<K>(
     objects: impl futures::Stream<Item = (Arc<K>, bool)> + Send + 'static,
+    books: Arc<Bookkeeping>,
+    foreign_status: bool,
 ) -> Trigger<K>
 where
-    K: Resource + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + serde::Serialize + Send + Sync + 'static,
 {
-    let mut seen: std::collections::HashMap<String, (Option<i64>, bool, usize)> =
-        std::collections::HashMap::new();
+    let seen = books.filter_map();
     objects
         .filter_map(move |(obj, deleted)| {
-            let meta = obj.meta();
-            let key = meta.uid.clone().unwrap_or_default();
+            let key = object_key(obj.as_ref());
             let pass = if deleted {
-                seen.remove(&key);
+                seen.lock().expect("filter map").remove(&key);
                 true
             } else {
-                let fingerprint = (
-                    meta.generation,
-                    meta.deletion_timestamp.is_some(),
-                    meta.finalizers.as_ref().map_or(0, Vec::len),
-                );
-                seen.insert(key, fingerprint) != Some(fingerprint)
+                let now = sight(obj.as_ref(), foreign_status);
+                let before = seen.lock().expect("filter map").insert(key.clone(), now);
+                passes(before, now, books.written_status(&key))
             };
             futures::future::ready(pass.then_some(obj))
         })
         .boxed()
+}
+
+/// What a filter records of an object.
+fn sight<K: Resource + serde::Serialize>(obj: &K, with_status: bool) -> Seen {
+    let meta = obj.meta();
+    Seen {
+        spec: (
+            meta.generation,
+            meta.deletion_timestamp.is_some(),
+            meta.finalizers.as_ref().map_or(0, Vec::len),
+        ),
+        status: with_status
+            .then(|| serde_json::to_value(obj).ok())
+            .flatten()
+            .and_then(|v| v.get("status").map(context::status_hash)),
+    }
+}
+
+/// Whether a filter passes an object seen as `now` (after `before`): first sight, a spec
+/// change, or a status change that is not the echo of our own last write.
+fn passes(before: Option<Seen>, now: Seen, ours: Option<u64>) -> bool {
+    match before {
+        None => true,
+        Some(b) => b.spec != now.spec || (b.status != now.status && now.status != ours),
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -231,16 +281,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (client, election_client) = leader::clients(&identity, gate.clone()).await?;
     let metrics = metrics::Metrics::new();
     let readiness = metrics::Readiness::default();
+    // Tasks that must not stop report here; `run` returns their error (the process exits non-zero).
+    let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<anyhow::Error>(2);
     tokio::spawn({
-        let (addr, m, r) = (
+        let (addr, m, r, fatal_tx) = (
             args.metrics_addr.clone(),
             metrics.clone(),
             readiness.clone(),
+            fatal_tx.clone(),
         );
         async move {
             if let Err(e) = metrics::serve(&addr, m, r).await {
-                error!(error = %e, "metrics server stopped");
-                std::process::exit(1);
+                let _ = fatal_tx
+                    .send(anyhow::anyhow!("the metrics server on {addr} stopped: {e}"))
+                    .await;
             }
         }
     });
@@ -259,14 +313,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         election.acquire().await;
         metrics.leader.set(1);
         let election = election.clone();
+        let fatal_tx = fatal_tx.clone();
         tokio::spawn(async move {
             election.hold().await;
             error!("lost the leader Lease; exiting so that only one replica reconciles");
-            std::process::exit(1);
+            let _ = fatal_tx
+                .send(anyhow::anyhow!(
+                    "lost the leader Lease: stopping so that only one replica reconciles"
+                ))
+                .await;
         });
     }
 
     let ns = args.namespace.clone();
+    let books = Arc::new(Bookkeeping::default());
     let managed = watcher::Config::default().labels(&managed_selector());
     // Triggers are popped from the end: the last entry feeds the connector controller.
     // Bindings read their connector's status (its token verdict), so they see every change of
@@ -274,30 +334,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (connectors, mut conn_subs, conn_driver) = shared(
         Api::<UnifiedConnector>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-        &[Changes::All, Changes::Spec],
+        &[Changes::All, Changes::SpecOrForeignStatus],
+        &books,
     );
     let (bindings, mut bind_subs, bind_driver) = shared(
         Api::<ProductBinding>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-        &[Changes::Spec, Changes::Spec],
+        &[Changes::SpecOrForeignStatus, Changes::Spec],
+        &books,
     );
     let (secrets, mut secret_subs, secret_driver) = shared(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default()
-            .fields("type=Opaque")
+            .fields(SECRET_TYPES)
             .any_semantic(),
         &[Changes::All, Changes::All],
+        &books,
     );
     let (deployments, mut deploy_subs, deploy_driver) = shared(
         Api::<Deployment>::namespaced(client.clone(), &ns),
         managed.clone().any_semantic(),
         &[Changes::Spec],
+        &books,
     );
     let (config_maps, mut cm_subs, cm_driver) = shared(
         Api::<ConfigMap>::namespaced(client.clone(), &ns),
         // The collector's report is ConfigMap data, which has no generation: every change counts.
         managed.any_semantic(),
         &[Changes::All, Changes::All],
+        &books,
     );
     tokio::spawn(conn_driver);
     tokio::spawn(bind_driver);
@@ -336,7 +401,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         deadlines: health::Deadlines {
             delivery_timeout: args.delivery_timeout,
-            ..Default::default()
+            report_stale_after: args.report_stale_after,
         },
     };
     let recorder = Recorder::new(
@@ -348,6 +413,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let checker =
         okta_check::TokenChecker::new(settings.render.okta.clone(), Some(metrics.clone()));
+    seed_verdicts(&checker, &stores);
     let ctx = Arc::new(Context::new(
         client.clone(),
         stores.clone(),
@@ -355,6 +421,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         checker,
         metrics.clone(),
         recorder,
+        books.clone(),
     ));
 
     tokio::spawn(housekeeping(ctx.clone()));
@@ -442,7 +509,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .for_each(|_| futures::future::ready(()));
 
-    futures::join!(connector_controller, binding_controller);
+    tokio::select! {
+        _ = futures::future::join(connector_controller, binding_controller) => {}
+        Some(e) = fatal.recv() => return Err(e),
+    }
     info!("controllers stopped");
     if let Some(election) = election {
         election.release().await;
@@ -559,8 +629,10 @@ async fn housekeeping(ctx: Arc<Context>) {
     loop {
         tick.tick().await;
         update_gauges(&ctx);
-        // Every 5 minutes (and shortly after start), delete collectors no connector names.
+        // Every 5 minutes (and shortly after start), delete collectors no connector names and
+        // drop bookkeeping of objects whose deletion a watch restart hid.
         if rounds % 30 == 1 {
+            prune(&ctx);
             match sync::collect_orphans(&ctx).await {
                 Ok(0) => {}
                 Ok(n) => info!(removed = n, "removed orphaned collectors"),
@@ -569,6 +641,45 @@ async fn housekeeping(ctx: Arc<Context>) {
         }
         rounds += 1;
     }
+}
+
+/// A new process knows no token verdict yet. Each connector whose status says its token was
+/// valid keeps that as its last known verdict until the first sync re-checks it, so an operator
+/// restart or a change of leader causes no transition ("not validated yet") and no Event.
+fn seed_verdicts(checker: &okta_check::TokenChecker, stores: &Stores) {
+    for c in stores.connectors.state() {
+        let valid = c.status.as_ref().is_some_and(|s| {
+            s.common
+                .conditions
+                .iter()
+                .any(|k| k.type_ == crate::api::conditions::CREDENTIALS_VALID && k.status == "True")
+        });
+        if valid && let Ok(token) = plan::connector_token(&c, &stores.secrets) {
+            checker.seed(
+                &identity::SourceId::of(&c).domain,
+                &token,
+                okta_check::Verdict::Valid,
+            );
+        }
+    }
+}
+
+/// Keeps per-object and per-source maps to the live objects in the caches.
+fn prune(ctx: &Context) {
+    let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut sources = std::collections::HashSet::new();
+    for c in ctx.stores.connectors.state() {
+        live.insert(object_key(c.as_ref()));
+        sources.insert(identity::SourceId::of(&c));
+    }
+    for b in ctx.stores.bindings.state() {
+        live.insert(object_key(b.as_ref()));
+    }
+    for d in ctx.stores.deployments.state() {
+        live.insert(object_key(d.as_ref()));
+    }
+    ctx.books.retain(&live);
+    ctx.retain_sources(&sources);
 }
 
 fn update_gauges(ctx: &Context) {

@@ -80,7 +80,9 @@ type VerdictKey = (String, [u8; 32]);
 pub struct TokenChecker {
     http: reqwest::Client,
     endpoint: OktaEndpoint,
-    cache: Mutex<HashMap<VerdictKey, (Verdict, Instant)>>,
+    /// The last verdict per token and when Okta gave it (`None`: carried over from the status
+    /// a previous operator process wrote, not yet re-checked by this one).
+    cache: Mutex<HashMap<VerdictKey, (Verdict, Option<Instant>)>>,
     metrics: Option<super::metrics::Metrics>,
 }
 
@@ -98,8 +100,17 @@ impl TokenChecker {
         &self.endpoint
     }
 
-    /// The cached verdict, if still fresh.
+    /// The last known verdict, however old: what status shows until Okta is asked again, so an
+    /// expiring verdict or an operator restart never flips a healthy object to "not validated".
     pub fn cached(&self, domain: &str, token: &SecretValue) -> Option<Verdict> {
+        let cache = self.cache.lock().expect("token cache lock");
+        cache
+            .get(&(domain.to_string(), token.fingerprint()))
+            .map(|(v, _)| v.clone())
+    }
+
+    /// The cached verdict, if still fresh enough not to ask Okta.
+    fn fresh(&self, domain: &str, token: &SecretValue) -> Option<Verdict> {
         let cache = self.cache.lock().expect("token cache lock");
         cache
             .get(&(domain.to_string(), token.fingerprint()))
@@ -109,8 +120,18 @@ impl TokenChecker {
                 } else {
                     REJECTED_TTL
                 };
-                (at.elapsed() < ttl).then(|| v.clone())
+                at.is_some_and(|at| at.elapsed() < ttl).then(|| v.clone())
             })
+    }
+
+    /// Carries a verdict over from an object's status (written by an earlier operator process)
+    /// as the last known one, to be re-checked at the next sync. Never overrides a real answer.
+    pub fn seed(&self, domain: &str, token: &SecretValue, verdict: Verdict) {
+        self.cache
+            .lock()
+            .expect("token cache lock")
+            .entry((domain.to_string(), token.fingerprint()))
+            .or_insert((verdict, None));
     }
 
     /// Forgets a verdict, e.g. when the collector reports that Okta now refuses the token.
@@ -121,21 +142,23 @@ impl TokenChecker {
             .remove(&(domain.to_string(), token.fingerprint()));
     }
 
-    /// The verdict for a token, asking Okta only when nothing fresh is cached.
+    /// The verdict for a token, asking Okta only when nothing fresh is cached. When Okta cannot
+    /// be asked, the last known verdict stands (an outage says nothing about the token).
     pub async fn check(&self, domain: &str, token: &SecretValue) -> Verdict {
-        if let Some(v) = self.cached(domain, token) {
+        if let Some(v) = self.fresh(domain, token) {
             return v;
         }
         let verdict = self.ask_okta(domain, token).await;
         if let Some(m) = &self.metrics {
             m.token_checks.with_label_values(&[verdict.reason()]).inc();
         }
-        if !matches!(verdict, Verdict::Unreachable(_)) {
-            self.cache.lock().expect("token cache lock").insert(
-                (domain.to_string(), token.fingerprint()),
-                (verdict.clone(), Instant::now()),
-            );
+        if matches!(verdict, Verdict::Unreachable(_)) {
+            return self.cached(domain, token).unwrap_or(verdict);
         }
+        self.cache.lock().expect("token cache lock").insert(
+            (domain.to_string(), token.fingerprint()),
+            (verdict.clone(), Some(Instant::now())),
+        );
         verdict
     }
 
@@ -272,7 +295,7 @@ mod tests {
         assert_eq!(checker.cached("a.okta.com", &token), None);
         checker.cache.lock().unwrap().insert(
             ("a.okta.com".into(), token.fingerprint()),
-            (Verdict::Valid, Instant::now()),
+            (Verdict::Valid, Some(Instant::now())),
         );
         assert_eq!(checker.check("a.okta.com", &token).await, Verdict::Valid);
         assert_eq!(
@@ -282,5 +305,35 @@ mod tests {
         );
         checker.invalidate("a.okta.com", &token);
         assert_eq!(checker.cached("a.okta.com", &token), None);
+    }
+
+    #[tokio::test]
+    async fn a_verdict_carried_over_from_status_holds_until_okta_answers() {
+        // Nothing listens on port 1: Okta cannot be asked, as right after a restart in an outage.
+        let checker = TokenChecker::new(OktaEndpoint::new(Some("http://127.0.0.1:1".into())), None);
+        let token = SecretValue::new("t");
+        checker.seed("a.okta.com", &token, Verdict::Valid);
+        assert_eq!(checker.cached("a.okta.com", &token), Some(Verdict::Valid));
+        assert_eq!(
+            checker.fresh("a.okta.com", &token),
+            None,
+            "re-checked at the next sync"
+        );
+        assert_eq!(
+            checker.check("a.okta.com", &token).await,
+            Verdict::Valid,
+            "Okta unreachable: the last known verdict stands"
+        );
+        // A seed never overrides an answer from Okta.
+        let bad = SecretValue::new("bad");
+        checker.cache.lock().unwrap().insert(
+            ("a.okta.com".into(), bad.fingerprint()),
+            (Verdict::Invalid("401".into()), Some(Instant::now())),
+        );
+        checker.seed("a.okta.com", &bad, Verdict::Valid);
+        assert_eq!(
+            checker.cached("a.okta.com", &bad),
+            Some(Verdict::Invalid("401".into()))
+        );
     }
 }

@@ -119,10 +119,10 @@ where
     api.patch_status(
         &obj.name_any(),
         &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
+        &Patch::Apply(&patch),
     )
     .await?;
-    ctx.status_written(&key);
+    ctx.status_written(&key, &patch["status"]);
     ctx.metrics
         .status_writes
         .with_label_values(&[&K::kind(&())])

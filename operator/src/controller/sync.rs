@@ -7,11 +7,12 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::context::{Context, MANAGER};
 use super::health::source_auth_failed;
@@ -155,13 +156,14 @@ async fn apply_collector(ctx: &Context, plan: &CollectorPlan) -> Result<(), Sync
         "ConfigMap",
     )
     .await?;
-    if stores
-        .config_maps
-        .get(&ObjectRef::from_obj(&objects.state))
-        .is_none()
-    {
-        apply(ctx, &objects.state, "ConfigMap").await?;
-    }
+    // The state ConfigMap: only its metadata is ours, its data belongs to the collector.
+    apply_if_changed(
+        ctx,
+        &objects.state,
+        stores.config_maps.get(&ObjectRef::from_obj(&objects.state)),
+        "ConfigMap",
+    )
+    .await?;
     let existing = stores
         .deployments
         .get(&ObjectRef::new(&plan.source.collector_name()).within(ns));
@@ -202,19 +204,97 @@ fn hash_of<K: Resource>(o: &K) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// Event reason when a collector object changed by someone else is put back.
+pub const DRIFT_REPAIRED: &str = "DriftRepaired";
+
+/// Applies `desired` unless the live object already holds every field we set. Comparing the
+/// fields themselves, not only the hash annotation, undoes tampering (an admin scaling the
+/// collector or changing its image, a config pointed elsewhere); a repair is announced with an
+/// Event on the object naming the paths (never values: one of them is a Secret).
 async fn apply_if_changed<K: CollectorObject>(
     ctx: &Context,
     desired: &K,
     current: Option<Arc<K>>,
     kind: &'static str,
 ) -> Result<(), SyncError> {
-    if current
-        .as_deref()
-        .is_some_and(|c| hash_of(c).is_some() && hash_of(c) == hash_of(desired))
-    {
+    let Some(live) = current else {
+        return apply(ctx, desired, kind).await;
+    };
+    let drifted = owned_drift(desired, live.as_ref());
+    if drifted.is_empty() {
         return Ok(());
     }
-    apply(ctx, desired, kind).await
+    apply(ctx, desired, kind).await?;
+    if hash_of(live.as_ref()) == hash_of(desired) {
+        // Our desired state did not change: someone else changed the object.
+        let name = desired.meta().name.clone().unwrap_or_default();
+        warn!(kind, name = %name, fields = %drifted.join(", "), "collector object changed outside the operator; restored");
+        let note: String = format!(
+            "{kind} {name} was changed outside the operator and restored: {}",
+            drifted.join(", ")
+        )
+        .chars()
+        .take(1000)
+        .collect();
+        let event = Event {
+            type_: EventType::Warning,
+            reason: DRIFT_REPAIRED.into(),
+            note: Some(note),
+            action: "Repair".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &live.object_ref(&())).await {
+            warn!(error = %e, "could not publish an Event");
+        }
+    }
+    Ok(())
+}
+
+/// The paths where `live` does not hold what `desired` sets: labels, annotations, `spec`,
+/// `data`. Fields only `live` has (server defaults, status, the collector's own state keys)
+/// are not ours and are left alone.
+pub fn owned_drift<K: Serialize>(desired: &K, live: &K) -> Vec<String> {
+    let (Ok(d), Ok(l)) = (serde_json::to_value(desired), serde_json::to_value(live)) else {
+        return vec!["(unserialisable)".into()];
+    };
+    let mut out = Vec::new();
+    for field in ["labels", "annotations"] {
+        subset(
+            &d["metadata"][field],
+            &l["metadata"][field],
+            &format!("metadata.{field}"),
+            &mut out,
+        );
+    }
+    for field in ["spec", "data"] {
+        subset(&d[field], &l[field], field, &mut out);
+    }
+    out
+}
+
+fn subset(d: &serde_json::Value, l: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (d, l) {
+        (Value::Null, _) => {}
+        (Value::Object(d), Value::Object(_) | Value::Null) => {
+            for (k, dv) in d {
+                subset(
+                    dv,
+                    l.get(k).unwrap_or(&Value::Null),
+                    &format!("{path}.{k}"),
+                    out,
+                );
+            }
+        }
+        (Value::Array(d), Value::Array(l)) if d.len() == l.len() => {
+            for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
+                subset(dv, lv, &format!("{path}[{i}]"), out);
+            }
+        }
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        (a, b) if a == b => {}
+        _ => out.push(path.to_string()),
+    }
 }
 
 async fn apply<K: CollectorObject>(
@@ -370,4 +450,61 @@ pub fn bindings_for_source_hash(
         })
         .map(|b| ObjectRef::from_obj(b.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(replicas: i32, image: &str, extra_label: bool) -> Deployment {
+        let mut d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c", "labels": {"a": "1"}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"a": "1"}},
+                "template": {"spec": {"containers": [{"name": "collector", "image": image}]}},
+            },
+        }))
+        .unwrap();
+        if extra_label {
+            d.metadata
+                .labels
+                .as_mut()
+                .unwrap()
+                .insert("x".into(), "y".into());
+        }
+        d
+    }
+
+    #[test]
+    fn drift_names_our_fields_someone_changed_and_ignores_theirs() {
+        let desired = deployment(1, "uc:1", false);
+        let mut live = deployment(1, "uc:1", true); // an extra label: not ours
+        live.spec.as_mut().unwrap().progress_deadline_seconds = Some(600); // a server default
+        assert!(owned_drift(&desired, &live).is_empty());
+        let tampered = deployment(0, "evil:1", false);
+        assert_eq!(
+            owned_drift(&desired, &tampered),
+            vec![
+                "spec.replicas".to_string(),
+                "spec.template.spec.containers[0].image".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_collectors_own_state_keys_are_not_drift() {
+        let desired = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                labels: Some([("a".to_string(), "1".to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut live = desired.clone();
+        live.data = Some([("report.json".to_string(), "{}".to_string())].into());
+        assert!(owned_drift(&desired, &live).is_empty());
+        live.metadata.labels = None;
+        assert_eq!(owned_drift(&desired, &live), vec!["metadata.labels.a"]);
+    }
 }

@@ -523,7 +523,8 @@ async fn only_spec_finalizer_and_deletion_changes_trigger() {
         (respecced.clone(), true),
         (first.clone(), false),
     ];
-    let passed: Vec<_> = super::spec_changes(futures::stream::iter(events))
+    let books = Arc::new(super::context::Bookkeeping::default());
+    let passed: Vec<_> = super::spec_changes(futures::stream::iter(events.clone()), books, false)
         .collect()
         .await;
     let generations: Vec<_> = passed
@@ -541,4 +542,81 @@ async fn only_spec_finalizer_and_deletion_changes_trigger() {
         ],
         "status-only and repeated updates are dropped; a deletion passes and is forgotten"
     );
+    // The owner's own trigger also passes a status it did not write (here: the first status).
+    let books = Arc::new(super::context::Bookkeeping::default());
+    let owner: Vec<_> = super::spec_changes(futures::stream::iter(events), books.clone(), true)
+        .collect()
+        .await;
+    assert_eq!(owner.len(), 6, "the status-only update passes too");
+    assert_eq!(books.len(), 1, "only the re-created object's sight is kept");
+}
+
+mod bookkeeping {
+    use std::collections::HashSet;
+
+    use super::super::context::{Bookkeeping, Seen, status_hash};
+    use super::super::passes;
+
+    fn seen(generation: i64, status: Option<u64>) -> Seen {
+        Seen {
+            spec: (Some(generation), false, 1),
+            status,
+        }
+    }
+
+    /// The maps a Context keeps per object: what `forget` (on a deletion) and `retain` (after a
+    /// watch restart hid deletions) must empty.
+    #[test]
+    fn per_object_maps_are_evicted_when_their_object_goes() {
+        let books = Bookkeeping::default();
+        let filter = books.filter_map();
+        let keys = ["UnifiedConnector/a/x", "ProductBinding/a/y"];
+        for key in keys {
+            // What the reconcilers record per object: a status write, a failure, a sight.
+            books.status_written(key, &serde_json::json!({"phase": "Ready"}));
+            assert_eq!(books.failed(key), 0);
+            filter
+                .lock()
+                .unwrap()
+                .insert(key.to_string(), seen(1, None));
+        }
+        assert_eq!(
+            books.len(),
+            8,
+            "status time, status hash, failure, sight for two"
+        );
+        books.forget(keys[0]);
+        assert_eq!(books.len(), 4, "a deleted object leaves nothing behind");
+        assert!(books.since_status_write(keys[0]).is_none());
+        assert!(books.written_status(keys[1]).is_some());
+        books.retain(&HashSet::from([keys[1].to_string()]));
+        assert_eq!(books.len(), 4, "live objects are kept");
+        books.retain(&HashSet::new());
+        assert!(books.is_empty(), "a deletion missed by the watch is pruned");
+    }
+
+    #[test]
+    fn a_status_that_is_not_ours_triggers_and_our_echo_does_not() {
+        let ours = status_hash(&serde_json::json!({"phase": "Ready"}));
+        let forged = status_hash(&serde_json::json!({"phase": "Error"}));
+        assert!(passes(None, seen(1, Some(ours)), None), "first sight");
+        assert!(
+            !passes(Some(seen(1, None)), seen(1, Some(ours)), Some(ours)),
+            "the echo of our own write"
+        );
+        assert!(
+            passes(Some(seen(1, Some(ours))), seen(1, Some(forged)), Some(ours)),
+            "someone else rewrote the status"
+        );
+        assert!(
+            !passes(Some(seen(1, Some(ours))), seen(1, Some(ours)), Some(ours)),
+            "nothing changed"
+        );
+        assert!(
+            passes(Some(seen(1, Some(ours))), seen(2, Some(ours)), Some(ours)),
+            "a spec change"
+        );
+        // A filter that ignores status (status: None on both sides) passes only spec changes.
+        assert!(!passes(Some(seen(1, None)), seen(1, None), Some(ours)));
+    }
 }
