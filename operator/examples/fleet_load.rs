@@ -170,7 +170,7 @@ async fn discover(client: &Client, ns: &str, expected: usize) -> anyhow::Result<
             let Some(text) = cm.data.as_ref().and_then(|d| d.get(CONFIG_KEY)) else {
                 continue;
             };
-            let config: CollectorConfig = serde_yaml::from_str(text)?;
+            let config: CollectorConfig = serde_saphyr::from_str(text)?;
             let StateConfig::ConfigMap { name, .. } = config.state else {
                 continue;
             };

@@ -53,9 +53,9 @@ pub fn load(path: &Path) -> anyhow::Result<ConnectorDefinition> {
 
 /// Parses a definition document.
 pub fn parse(text: &str) -> anyhow::Result<ConnectorDefinition> {
-    // Through a JSON value: serde_yaml wants YAML tags for enums, Kubernetes documents use
-    // single-key maps (`- bearer: {}`), as serde_json reads them.
-    let value: serde_json::Value = serde_yaml::from_str(text)?;
+    // Through a JSON value: enums are single-key maps (`- bearer: {}`), as in Kubernetes
+    // documents, and read exactly as the API server's JSON reads them.
+    let value: serde_json::Value = serde_saphyr::from_str(text)?;
     Ok(serde_json::from_value(value)?)
 }
 
