@@ -109,8 +109,8 @@ cmd_lint() {
 	check expect_refusal "two replicas without leader election" "leaderElection" --set leaderElection.enabled=false
 	check expect_refusal "crds.enabled=yes" "crds.*enabled" --set-string crds.enabled=yes
 	# The CRDs are templates (so helm upgrade upgrades them), kept on uninstall unless crds.keep=false.
-	check expect_rendered "both CRDs rendered by default" 2 "^kind: CustomResourceDefinition"
-	check expect_rendered "CRDs annotated resource-policy keep" 2 "helm.sh/resource-policy: keep"
+	check expect_rendered "every CRD rendered by default" "$(ls "$ROOT"/crds/*.yaml | wc -l)" "^kind: CustomResourceDefinition"
+	check expect_rendered "CRDs annotated resource-policy keep" "$(ls "$ROOT"/crds/*.yaml | wc -l)" "helm.sh/resource-policy: keep"
 	check expect_rendered "crds.keep=false drops the keep annotation" 0 "helm.sh/resource-policy: keep" --set crds.keep=false
 	check expect_rendered "crds.enabled=false renders no CRD" 0 "^kind: CustomResourceDefinition" --set crds.enabled=false
 	# Collector pod settings: a ConfigMap the operator reads, only when something is set.
