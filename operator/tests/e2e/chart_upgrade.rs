@@ -23,11 +23,14 @@ const UC_CRD: &str = "unifiedconnectors.connectors.unified.dev";
 /// annotations, owned by Helm's field manager. Replacing them with `crds/` leaves them as a
 /// cluster without the chart holds them, so a later `kubectl apply -k config/default` owns its labels.
 pub(crate) fn release_kept_crds() {
-    for f in ["unifiedconnectors.yaml", "productbindings.yaml"] {
-        kubectl(
-            &["replace", "-f", crds_dir().join(f).to_str().unwrap()],
-            None,
-        );
+    let mut files: Vec<_> = std::fs::read_dir(crds_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        kubectl(&["replace", "-f", f.to_str().unwrap()], None);
     }
 }
 
