@@ -78,6 +78,10 @@ pub fn try_client(timeout: Duration, extra: &[Certificate]) -> reqwest::Result<r
         .user_agent(USER_AGENT)
         .connect_timeout(Duration::from_secs(10))
         .timeout(timeout)
+        // Every request carries a credential: never to a link-local or metadata address, and
+        // never on to wherever a redirect points (no source or product API redirects).
+        .dns_resolver(std::sync::Arc::new(crate::guard::SafeResolver))
+        .redirect(reqwest::redirect::Policy::none())
         .tls_backend_rustls()
         .tls_certs_merge(extra.iter().cloned())
         .build()

@@ -8,5 +8,6 @@ pub mod collector;
 pub mod contract;
 pub mod controller;
 pub mod definition;
+pub mod guard;
 pub mod http;
 pub mod telemetry;

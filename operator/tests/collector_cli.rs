@@ -80,6 +80,19 @@ async fn the_binary_runs_the_example_config_and_stops_on_sigterm() {
             }
         }
     }
+    // One product with settings the collector refuses (a header name with a space): the others
+    // must still deliver everything, and the report must name the refused one.
+    let mut broken = c
+        .products
+        .iter()
+        .find(|p| matches!(p.sink, SinkConfig::Webhook(_)))
+        .unwrap()
+        .clone();
+    broken.id = "broken".into();
+    if let SinkConfig::Webhook(w) = &mut broken.sink {
+        w.headers.insert("X Team B".into(), "v".into());
+    }
+    c.products.push(broken);
     let state = dir.join("state.json");
     c.state = StateConfig::File {
         path: state.clone(),
@@ -162,5 +175,9 @@ async fn the_binary_runs_the_example_config_and_stops_on_sigterm() {
         hec_events.len() as u64
     );
     assert_eq!(report.source.events_read, expected.len() as u64);
+    let broken = &report.products["broken"];
+    assert_eq!(broken.state, DeliveryState::Rejected);
+    let why = &broken.last_error.as_ref().unwrap().message;
+    assert!(why.contains("products[3].sink.webhook.headers"), "{why}");
     std::fs::remove_dir_all(dir).ok();
 }

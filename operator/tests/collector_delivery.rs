@@ -155,6 +155,7 @@ impl Env {
         LoadedConfig {
             config: c,
             hash: "test".into(),
+            refused: Default::default(),
         }
     }
 

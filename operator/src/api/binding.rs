@@ -21,6 +21,7 @@ use super::conditions::StatusCommon;
     status = "ProductBindingStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Connector","type":"string","jsonPath":".spec.connectorRef.name"}"#,
     printcolumn = r#"{"name":"Product","type":"string","jsonPath":".status.product"}"#,
     printcolumn = r#"{"name":"Last delivery","type":"date","jsonPath":".status.lastDeliveryTime"}"#,
@@ -76,6 +77,27 @@ impl ProductKind<'_> {
             ProductKind::Webhook(_) => "webhook",
         }
     }
+
+    /// Where this product's data lands, as a comparable key: two bindings of one source with the
+    /// same key (and the same filter) deliver every event twice.
+    pub fn destination(&self) -> String {
+        let base = |u: &str| u.trim_end_matches('/').to_ascii_lowercase();
+        match self {
+            ProductKind::Sentinel(s) => format!(
+                "sentinel {} {} {}",
+                base(&s.endpoint),
+                s.dcr_immutable_id.to_ascii_lowercase(),
+                s.stream_name
+            ),
+            ProductKind::SplunkHec(h) => format!(
+                "splunkHec {} index={} sourcetype={}",
+                base(&h.url),
+                h.index.as_deref().unwrap_or(""),
+                h.sourcetype
+            ),
+            ProductKind::Webhook(w) => format!("webhook {} {:?}", base(&w.url), w.headers),
+        }
+    }
 }
 
 impl Product {
@@ -104,7 +126,7 @@ pub struct Sentinel {
     #[schemars(length(max = 64))]
     pub dcr_immutable_id: String,
     /// Stream declared in the DCR, such as `Custom-OktaSystemLogs`.
-    #[x_kube(validation = Rule::new("self.startsWith('Custom-') || self.startsWith('Microsoft-')").message("spec.product.sentinel.streamName must start with Custom- (custom table) or Microsoft- (built-in table)"))]
+    #[x_kube(validation = Rule::new("self.startsWith('Custom-')").message("spec.product.sentinel.streamName must be a custom stream, Custom-<name>, declared in the DCR (Microsoft- streams take no custom data)"))]
     #[schemars(length(min = 8, max = 256))]
     pub stream_name: String,
     /// Destination table the DCR routes the stream to.

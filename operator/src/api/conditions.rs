@@ -14,6 +14,19 @@ pub const STALLED: &str = "Stalled";
 pub const CREDENTIALS_VALID: &str = "CredentialsValid";
 pub const DELIVERING: &str = "Delivering";
 
+/// Condition reasons a user acts on, named once here (the rest are per-module).
+pub mod reason {
+    /// A binding's product settings fail the collector's checks; it is left out of the collector.
+    pub const INVALID_PRODUCT_SETTINGS: &str = "InvalidProductSettings";
+    /// The collector config would exceed a ConfigMap's 1 MiB; the bindings pushing it over are
+    /// left out and named.
+    pub const COLLECTOR_CONFIG_TOO_LARGE: &str = "CollectorConfigTooLarge";
+    /// The source domain is an address or name the API token must never be sent to.
+    pub const SOURCE_DOMAIN_REFUSED: &str = "SourceDomainRefused";
+    /// Another binding of the same source delivers to the same destination.
+    pub const DUPLICATE_DESTINATION: &str = "DuplicateDestination";
+}
+
 /// The summary shown in `kubectl get`. Derived from the conditions, never stored on its own.
 #[derive(
     schemars::JsonSchema,
@@ -143,12 +156,33 @@ pub fn set_conditions(
                 status,
                 observed_generation: generation,
                 last_transition_time,
-                reason: d.reason.clone(),
-                message: d.message.clone(),
+                reason: cut(&d.reason, REASON_MAX),
+                message: cut(&d.message, MESSAGE_MAX),
             }
         })
         .collect()
 }
+
+/// The longest prefix of `text` within `max` bytes that ends on a character boundary, with an
+/// ellipsis when anything was cut. `String::truncate` panics inside a multi-byte character, and
+/// every message here can carry user text (object names accept 253 characters of any script).
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    const MORE: &str = "…";
+    let mut end = max.saturating_sub(MORE.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &text[..end])
+}
+
+/// Longest condition message written (metav1.Condition allows 32,768 bytes; a status is read by
+/// people, so far less is useful and keeps every status write small).
+pub const MESSAGE_MAX: usize = 4096;
+/// Longest condition reason (metav1.Condition allows 1,024; Events allow 128).
+pub const REASON_MAX: usize = 128;
 
 /// Returns the condition of a type, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
@@ -224,6 +258,35 @@ mod tests {
         );
         assert_eq!(third[0].last_transition_time, "t3");
         assert_eq!(third[0].status, "True");
+    }
+
+    #[test]
+    fn cut_never_splits_a_character() {
+        let emoji = "😀".repeat(300); // 4 bytes each
+        for max in 0..40 {
+            let c = cut(&emoji, max);
+            assert!(c.len() <= max.max("…".len()), "{max}: {} bytes", c.len());
+        }
+        let c = cut(&emoji, 1000);
+        assert!(c.len() <= 1000 && c.ends_with('…'));
+        assert_eq!(cut("short", 1000), "short");
+        let mixed = format!("a{}", "é".repeat(600));
+        for max in 0..mixed.len() + 2 {
+            let c = cut(&mixed, max);
+            assert!(c.len() <= max.max(3), "{max}");
+        }
+    }
+
+    #[test]
+    fn conditions_are_cut_on_character_boundaries() {
+        let long = "名".repeat(5000);
+        let c = set_conditions(
+            &[],
+            &[Desired::new(READY, false, long.clone(), long)],
+            None,
+            "t",
+        );
+        assert!(c[0].message.len() <= MESSAGE_MAX && c[0].reason.len() <= REASON_MAX);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::conditions::{Phase, StatusCommon};
     status = "UnifiedConnectorStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.source.okta.domain"}"#,
     printcolumn = r#"{"name":"Products","type":"string","jsonPath":".status.productSummary"}"#,
     printcolumn = r#"{"name":"Collector","type":"string","jsonPath":".status.collector"}"#,

@@ -1,7 +1,7 @@
 //! Loading and validating the collector config ([`CollectorConfig`]), with errors that name the
 //! offending field so that a hand-written standalone config is easy to fix.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -9,13 +9,19 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::contract::{CONTRACT_VERSION, CollectorConfig, SecretSource, SinkConfig, SourceConfig};
+use crate::contract::{
+    CONTRACT_VERSION, CollectorConfig, ProductConfig, SecretSource, SinkConfig, SourceConfig,
+};
 
 /// A validated config plus the hash the report carries (so the operator knows which config is live).
 #[derive(Clone, Debug)]
 pub struct LoadedConfig {
+    /// Holds only the products that passed [`validate_product`].
     pub config: CollectorConfig,
     pub hash: String,
+    /// Products left out because their settings are invalid, by id, with the error: the collector
+    /// runs the others and reports these as rejected, so one bad product never stops the rest.
+    pub refused: BTreeMap<String, String>,
 }
 
 /// Reads `path` (YAML; JSON is YAML too), then validates it.
@@ -30,14 +36,51 @@ pub fn parse(text: &str) -> anyhow::Result<LoadedConfig> {
     // One form for the operator and for people: enum variants are maps (`source: {okta: {...}}`).
     // serde-saphyr's errors name the line and column and show the offending snippet; the config
     // holds file paths and variable names for secrets, never their values, so the snippet is safe.
-    let config: CollectorConfig = serde_saphyr::from_str(text)?;
-    validate(&config)?;
+    let mut config: CollectorConfig = serde_saphyr::from_str(text)?;
+    validate_shared(&config)?;
+    let refused = refuse_invalid_products(&mut config);
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
-    Ok(LoadedConfig { config, hash })
+    Ok(LoadedConfig {
+        config,
+        hash,
+        refused,
+    })
 }
 
-/// Checks what serde cannot: versions, ranges, URL schemes, unique product ids.
+/// Checks what serde cannot, strictly: the shared settings and every product.
 pub fn validate(c: &CollectorConfig) -> anyhow::Result<()> {
+    validate_shared(c)?;
+    for (i, p) in c.products.iter().enumerate() {
+        validate_product(
+            p,
+            &format!("products[{i}].sink"),
+            &format!("products[{i}].filter"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes the products whose settings are invalid, returning why each was left out.
+fn refuse_invalid_products(c: &mut CollectorConfig) -> BTreeMap<String, String> {
+    let mut refused = BTreeMap::new();
+    let mut i = 0;
+    c.products.retain(|p| {
+        let at = format!("products[{i}]");
+        i += 1;
+        match validate_product(p, &format!("{at}.sink"), &format!("{at}.filter")) {
+            Ok(()) => true,
+            Err(e) => {
+                refused.insert(p.id.clone(), format!("{e:#}"));
+                false
+            }
+        }
+    });
+    refused
+}
+
+/// Checks the settings every product depends on: versions, the source, ranges, unique product
+/// ids. A failure here stops the collector; a product's own settings are [`validate_product`]'s.
+fn validate_shared(c: &CollectorConfig) -> anyhow::Result<()> {
     if c.version != CONTRACT_VERSION {
         bail!(
             "version: {} is not supported (this collector understands version {CONTRACT_VERSION})",
@@ -47,6 +90,13 @@ pub fn validate(c: &CollectorConfig) -> anyhow::Result<()> {
     let SourceConfig::Okta(okta) = &c.source;
     if okta.domain.trim().is_empty() || okta.domain.contains('/') {
         bail!("source.okta.domain: expected a host name such as example.okta.com");
+    }
+    if let Ok(ip) = okta.domain.trim_end_matches('.').parse()
+        && crate::guard::is_metadata_or_link_local(ip)
+    {
+        bail!(
+            "source.okta.domain: {ip} is a link-local or metadata address; the token is never sent there"
+        );
     }
     if let Some(base) = &okta.base_url {
         check_url("source.okta.baseUrl", base, okta.allow_insecure_http)?;
@@ -76,69 +126,6 @@ pub fn validate(c: &CollectorConfig) -> anyhow::Result<()> {
         if !ids.insert(p.id.as_str()) {
             bail!("{at}.id: {:?} is used by another product", p.id);
         }
-        for t in &p.filter.event_types {
-            if t.is_empty() || t.trim_end_matches('*').contains('*') {
-                bail!("{at}.filter.eventTypes: {t:?} (only a trailing '*' is allowed)");
-            }
-        }
-        match &p.sink {
-            SinkConfig::Sentinel(s) => {
-                check_url(
-                    &format!("{at}.sink.sentinel.endpoint"),
-                    &s.endpoint,
-                    s.allow_insecure_http,
-                )?;
-                if let Some(a) = &s.authority_host {
-                    check_url(
-                        &format!("{at}.sink.sentinel.authorityHost"),
-                        a,
-                        s.allow_insecure_http,
-                    )?;
-                }
-                if s.dcr_immutable_id.trim().is_empty() {
-                    bail!("{at}.sink.sentinel.dcrImmutableId: must not be empty");
-                }
-                if !s.stream_name.starts_with("Custom-") {
-                    bail!(
-                        "{at}.sink.sentinel.streamName: {:?} must start with Custom-",
-                        s.stream_name
-                    );
-                }
-                check_secret(&format!("{at}.sink.sentinel.tenantId"), &s.tenant_id)?;
-                check_secret(&format!("{at}.sink.sentinel.clientId"), &s.client_id)?;
-                check_secret(
-                    &format!("{at}.sink.sentinel.clientSecret"),
-                    &s.client_secret,
-                )?;
-            }
-            SinkConfig::SplunkHec(s) => {
-                check_url(
-                    &format!("{at}.sink.splunkHec.url"),
-                    &s.url,
-                    s.allow_insecure_http,
-                )?;
-                check_secret(&format!("{at}.sink.splunkHec.token"), &s.token)?;
-                if s.sourcetype.is_empty() {
-                    bail!("{at}.sink.splunkHec.sourcetype: must not be empty");
-                }
-            }
-            SinkConfig::Webhook(s) => {
-                check_url(
-                    &format!("{at}.sink.webhook.url"),
-                    &s.url,
-                    s.allow_insecure_http,
-                )?;
-                check_secret(
-                    &format!("{at}.sink.webhook.signingSecret"),
-                    &s.signing_secret,
-                )?;
-                for name in s.headers.keys() {
-                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        bail!("{at}.sink.webhook.headers: {name:?} is not a valid header name");
-                    }
-                }
-            }
-        }
     }
     let t = &c.tuning;
     if t.max_backlog_events == 0 || t.batch_max_events == 0 || t.batch_max_bytes < 1024 {
@@ -156,8 +143,83 @@ pub fn validate(c: &CollectorConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks one product's settings as the collector will use them. `sink_at` and `filter_at` name
+/// where those settings came from (`products[0].sink` in a config file, `spec.product` in a
+/// ProductBinding), so the operator runs this very code on each binding before it reaches a
+/// shared config and its message names the binding's own field.
+pub fn validate_product(p: &ProductConfig, sink_at: &str, filter_at: &str) -> anyhow::Result<()> {
+    for t in &p.filter.event_types {
+        if t.is_empty() || t.trim_end_matches('*').contains('*') {
+            bail!("{filter_at}.eventTypes: {t:?} (only a trailing '*' is allowed)");
+        }
+    }
+    match &p.sink {
+        SinkConfig::Sentinel(s) => {
+            let at = format!("{sink_at}.sentinel");
+            check_url(
+                &format!("{at}.endpoint"),
+                &s.endpoint,
+                s.allow_insecure_http,
+            )?;
+            if let Some(a) = &s.authority_host {
+                check_url(&format!("{at}.authorityHost"), a, s.allow_insecure_http)?;
+            }
+            if s.dcr_immutable_id.trim().is_empty() {
+                bail!("{at}.dcrImmutableId: must not be empty");
+            }
+            if !s.stream_name.starts_with("Custom-") || s.stream_name.len() == "Custom-".len() {
+                bail!(
+                    "{at}.streamName: {:?} must be a custom stream, Custom-<name> (Microsoft- streams take no custom data)",
+                    s.stream_name
+                );
+            }
+            check_secret(&format!("{at}.tenantId"), &s.tenant_id)?;
+            check_secret(&format!("{at}.clientId"), &s.client_id)?;
+            check_secret(&format!("{at}.clientSecret"), &s.client_secret)?;
+        }
+        SinkConfig::SplunkHec(s) => {
+            let at = format!("{sink_at}.splunkHec");
+            check_url(&format!("{at}.url"), &s.url, s.allow_insecure_http)?;
+            check_secret(&format!("{at}.token"), &s.token)?;
+            if s.sourcetype.trim().is_empty() {
+                bail!("{at}.sourcetype: must not be empty (Splunk files events by it)");
+            }
+        }
+        SinkConfig::Webhook(s) => {
+            let at = format!("{sink_at}.webhook");
+            check_url(&format!("{at}.url"), &s.url, s.allow_insecure_http)?;
+            check_secret(&format!("{at}.signingSecret"), &s.signing_secret)?;
+            for (name, value) in &s.headers {
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    bail!(
+                        "{at}.headers: {name:?} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+                    );
+                }
+                crate::guard::extra_header(&format!("{at}.headers"), name)
+                    .map_err(anyhow::Error::msg)?;
+                if reqwest::header::HeaderValue::from_str(value).is_err() {
+                    bail!(
+                        "{at}.headers.{name}: the value holds a control character (such as CR or LF) or non-ASCII text"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_url(field: &str, value: &str, allow_http: bool) -> anyhow::Result<()> {
-    let url = Url::parse(value).with_context(|| format!("{field}: {value:?} is not a URL"))?;
+    // The value is not echoed: a URL that fails to parse may still hold a password.
+    let url = Url::parse(value).map_err(|e| anyhow::anyhow!("{field}: not a valid URL ({e})"))?;
+    let Some(host) = url.host().filter(|h| !h.to_string().is_empty()) else {
+        bail!("{field}: {value:?} has no host");
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!(
+            "{field}: holds a user name or password; remove it from the URL (credentials go in the Secret the binding names)"
+        );
+    }
+    crate::guard::product_host(field, &host).map_err(anyhow::Error::msg)?;
     match url.scheme() {
         "https" => Ok(()),
         "http" if allow_http => Ok(()),
@@ -268,5 +330,55 @@ state: { file: { path: /tmp/state.json } }
         assert!(format!("{:#}", parse(&text).unwrap_err()).contains("pageLimit"));
         let text = OK.replace("domain:", "domian:");
         assert!(format!("{:#}", parse(&text).unwrap_err()).contains("domian"));
+    }
+
+    #[test]
+    fn a_bad_product_is_left_out_and_the_others_run() {
+        let two = OK.replace(
+            "state:",
+            r#"  - id: bad
+    since: 2026-01-01T00:00:00Z
+    sink:
+      webhook: { url: "https://x.example/hook", signingSecret: { env: S }, headers: { "X Bad": v } }
+state:"#,
+        );
+        let loaded = parse(&two).unwrap();
+        let ids: Vec<_> = loaded
+            .config
+            .products
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a"]);
+        let why = &loaded.refused["bad"];
+        assert!(why.contains("products[1].sink.webhook.headers"), "{why}");
+        assert!(validate(&serde_saphyr::from_str(&two).unwrap()).is_err());
+    }
+
+    #[test]
+    fn product_settings_the_api_server_accepts_are_checked() {
+        let bad = [
+            (
+                "url: \"https://x.example/hook\"",
+                "url: \"https://x y.example/hook\"",
+                "webhook.url",
+            ),
+            (
+                "signingSecret: { env: S }",
+                "signingSecret: { env: S }, headers: { X-A: \"a\\r\\nb\" }",
+                "headers.X-A",
+            ),
+        ];
+        for (from, to, field) in bad {
+            let text = OK.replace(from, to);
+            assert_ne!(text, OK, "{to}");
+            let loaded = parse(&text).unwrap();
+            assert!(loaded.config.products.is_empty(), "{to}");
+            assert!(
+                loaded.refused["a"].contains(field),
+                "{}",
+                loaded.refused["a"]
+            );
+        }
     }
 }

@@ -120,7 +120,7 @@ pub async fn start(loaded: LoadedConfig, opts: Options) -> anyhow::Result<Runnin
             page_limit: okta.page_limit as usize,
             max_backlog: cfg.tuning.max_backlog_events,
             source_since: okta.since,
-            config_hash: loaded.hash,
+            config_hash: loaded.hash.clone(),
             source_id: source.logs_url().to_string(),
         },
         &specs,
@@ -128,6 +128,11 @@ pub async fn start(loaded: LoadedConfig, opts: Options) -> anyhow::Result<Runnin
         move |since| src.initial_url(since),
         metrics.clone(),
     );
+    let mut hub = hub;
+    for (id, why) in &loaded.refused {
+        warn!(product = %id, error = %why, "product settings refused; delivering to the others");
+    }
+    hub.refuse(&loaded.refused, chrono::Utc::now());
     let hub = Arc::new(Mutex::new(hub));
     let stop_reading = CancellationToken::new();
     let hard_stop = CancellationToken::new();

@@ -35,7 +35,7 @@
 //!   repeats nothing; a crash can repeat what was delivered after the last persisted position
 //!   (at most one persist interval's worth): delivery is at-least-once across crashes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -304,6 +304,8 @@ pub struct Hub {
     source_health: SourceHealth,
     config_hash: String,
     source_id: String,
+    /// Products the config named but whose settings were refused, reported as such.
+    refused: BTreeMap<String, ProductHealth>,
     metrics: Arc<Metrics>,
 }
 
@@ -405,8 +407,29 @@ impl Hub {
             source_health: SourceHealth::default(),
             config_hash: cfg.config_hash,
             source_id: cfg.source_id,
+            refused: BTreeMap::new(),
             metrics,
         }
+    }
+
+    /// Reports these products (id → why their settings were refused) as rejected: they are not
+    /// run, and the report says so under their own id, so their owner sees which field to fix.
+    pub fn refuse(&mut self, refused: &BTreeMap<String, String>, now: DateTime<Utc>) {
+        self.refused = refused
+            .iter()
+            .map(|(id, why)| {
+                let health = ProductHealth {
+                    state: DeliveryState::Rejected,
+                    last_error: Some(ReportedError {
+                        at: now,
+                        message: format!("settings refused by the collector: {why}"),
+                        status: None,
+                    }),
+                    ..ProductHealth::default()
+                };
+                (id.clone(), health)
+            })
+            .collect();
     }
 
     pub fn notifier(&self, slot: usize) -> Arc<Notify> {
@@ -940,7 +963,7 @@ impl Hub {
         if let Some(l) = source.lag_seconds {
             self.metrics.source_lag.set(l);
         }
-        let products = (0..self.slots.len())
+        let mut products: BTreeMap<String, ProductHealth> = (0..self.slots.len())
             .map(|i| {
                 let s = &self.slots[i];
                 let mut h = s.health.clone();
@@ -960,6 +983,7 @@ impl Hub {
                 (s.id.clone(), h)
             })
             .collect();
+        products.extend(self.refused.clone());
         CollectorReport {
             version: crate::contract::CONTRACT_VERSION,
             updated_at: Some(now),

@@ -16,7 +16,7 @@ use super::plan::{self, Membership};
 use super::status::{BindingFacts, announce, binding_health, now_rfc3339, write_status};
 use super::{Error, requeue_for};
 use crate::api::conditions::{
-    DELIVERING, Desired, Phase, StatusCommon, set_conditions, summary_conditions,
+    DELIVERING, Desired, MESSAGE_MAX, Phase, StatusCommon, cut, set_conditions, summary_conditions,
 };
 use crate::api::{ProductBinding, ProductBindingStatus};
 use crate::contract::{DeliveryState, ProductHealth};
@@ -91,12 +91,21 @@ pub fn desired_status(binding: &ProductBinding, ctx: &Context) -> (ProductBindin
         ),
         Some(connector) => {
             let source = SourceId::of(&connector);
-            let membership = plan::membership(&connector, &stores.secrets, |t| {
-                ctx.checker.cached(&source.domain, t)
-            });
+            let membership =
+                plan::membership(&connector, &stores.secrets, &ctx.settings.plan, |t| {
+                    ctx.checker.cached(&source.domain, t)
+                });
             let planned =
-                plan::plan_product(binding, &connector, &stores.secrets, &ctx.settings.plan);
+                plan::plan_product(binding, &connector, &stores.secrets, &ctx.settings.plan)
+                    .and_then(|p| {
+                        if stores.left_out(ctx.namespace(), &source).contains(&p.id) {
+                            Err(plan::BindingProblem::too_large(&source.collector_name()))
+                        } else {
+                            Ok(p)
+                        }
+                    });
             let report = stores.report(ctx.namespace(), &source);
+            let duplicates = super::status::duplicate_destinations(stores, binding, &source);
             if matches!(membership, Membership::Active(_)) && planned.is_ok() {
                 collector = Some(source.collector_name());
             }
@@ -110,6 +119,7 @@ pub fn desired_status(binding: &ProductBinding, ctx: &Context) -> (ProductBindin
                     report: report.as_ref(),
                     collector: &source.collector_name(),
                     deadlines: ctx.settings.deadlines,
+                    duplicates: &duplicates,
                 },
             )
         }
@@ -131,7 +141,7 @@ pub fn desired_status(binding: &ProductBinding, ctx: &Context) -> (ProductBindin
                 &now_rfc3339(),
             ),
             phase: Some(health.phase),
-            message: Some(health.message.clone()),
+            message: Some(cut(&health.message, MESSAGE_MAX)),
         },
         product,
         collector,

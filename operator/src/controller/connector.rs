@@ -19,7 +19,7 @@ use super::status::{BindingFacts, announce, binding_health, now_rfc3339, write_s
 use super::sync::{SyncOutcome, sync_source};
 use super::{Error, requeue_after};
 use crate::api::conditions::{
-    CREDENTIALS_VALID, Desired, StatusCommon, set_conditions, summary_conditions,
+    CREDENTIALS_VALID, Desired, MESSAGE_MAX, StatusCommon, cut, set_conditions, summary_conditions,
 };
 use crate::api::connector::{BoundProduct, HealthMessage};
 use crate::api::{UnifiedConnector, UnifiedConnectorStatus};
@@ -107,6 +107,8 @@ pub fn desired_status(
         let Some(planned) = outcome.products.get(&id) else {
             continue;
         };
+        let duplicates =
+            super::status::duplicate_destinations(&ctx.stores, &binding, &outcome.source);
         let (health, _) = binding_health(
             now,
             &binding,
@@ -117,6 +119,7 @@ pub fn desired_status(
                 report: outcome.report.as_ref(),
                 collector: &collector,
                 deadlines: ctx.settings.deadlines,
+                duplicates: &duplicates,
             },
         );
         let product = binding
@@ -145,6 +148,12 @@ pub fn desired_status(
             false,
             "NotChecked",
             "the token is not checked while the connector is suspended",
+        ),
+        Membership::Refused(why) => Desired::new(
+            CREDENTIALS_VALID,
+            false,
+            crate::api::conditions::reason::SOURCE_DOMAIN_REFUSED,
+            why.clone(),
         ),
         Membership::SecretProblem(e) => {
             Desired::new(CREDENTIALS_VALID, false, e.reason(), e.to_string())
@@ -180,7 +189,7 @@ pub fn desired_status(
             observed_generation: generation,
             conditions: set_conditions(&old.common.conditions, &desired, generation, &now_text),
             phase: Some(health.phase),
-            message: Some(health.message.clone()),
+            message: Some(cut(&health.message, MESSAGE_MAX)),
         },
         collector: in_use.then_some(collector),
         product_summary: product_summary(&products),

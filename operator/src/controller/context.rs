@@ -66,6 +66,20 @@ impl Stores {
             .get(&ObjectRef::new(&binding.spec.connector_ref.name).within(&ns))
     }
 
+    /// The bindings left out of a source's collector because its config would not fit
+    /// (recorded on the collector ConfigMap by [`super::render::fit`]'s caller).
+    pub fn left_out(&self, namespace: &str, source: &SourceId) -> Vec<String> {
+        self.config_maps
+            .get(&ObjectRef::new(&source.collector_name()).within(namespace))
+            .and_then(|cm| {
+                cm.annotations()
+                    .get(super::render::LEFT_OUT_ANNOTATION)
+                    .cloned()
+            })
+            .map(|ids| ids.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// The collector's latest report, if it has written one.
     pub fn report(&self, namespace: &str, source: &SourceId) -> Option<CollectorReport> {
         let state = self

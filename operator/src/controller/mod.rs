@@ -72,6 +72,11 @@ pub struct Args {
     /// Test only: accept `http://` product URLs.
     #[arg(long)]
     pub allow_insecure_http: bool,
+    /// A source domain the token may be sent to although it is an IP address, a single label or
+    /// cluster-internal (`*.svc`, `*.cluster.local`, `localhost`); `*.example` allows a whole
+    /// suffix. Repeat the flag, or list them comma-separated. Metadata addresses stay refused.
+    #[arg(long = "allow-source-domain", env = crate::guard::ALLOW_SOURCE_DOMAINS_ENV, value_delimiter = ',')]
+    pub allow_source_domains: Vec<String>,
     /// YAML file of settings for every collector pod: imagePullSecrets, resources, nodeSelector,
     /// tolerations, affinity, priorityClassName, labels, annotations, env, volumes, volumeMounts,
     /// extraCaFile (see the README).
@@ -398,6 +403,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         plan: plan::PlanSettings {
             allow_insecure_http: args.allow_insecure_http,
+            allowed_source_domains: args.allow_source_domains.clone(),
         },
         deadlines: health::Deadlines {
             delivery_timeout: args.delivery_timeout,

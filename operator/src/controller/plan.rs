@@ -17,7 +17,7 @@ use super::identity::SourceId;
 use super::okta_check::Verdict;
 use super::secrets::{SecretError, SecretValue, read_key};
 use crate::api::binding::ProductKind;
-use crate::api::conditions::Phase;
+use crate::api::conditions::{Phase, reason};
 use crate::api::{ProductBinding, UnifiedConnector};
 use crate::contract::{self, EventFilter, SecretSource, SinkConfig};
 
@@ -26,6 +26,8 @@ use crate::contract::{self, EventFilter, SecretSource, SinkConfig};
 pub enum Membership {
     /// `spec.suspend: true`.
     Suspended,
+    /// Its source domain is one the token must never be sent to ([`crate::guard::source_domain`]).
+    Refused(String),
     /// Being deleted: its finalizer runs once the collector no longer uses it.
     Deleting,
     /// Its credential Secret cannot be read.
@@ -51,6 +53,11 @@ impl Membership {
             Membership::SecretProblem(e) => {
                 Some(Health::new(Phase::Error, e.reason(), e.to_string()))
             }
+            Membership::Refused(why) => Some(Health::new(
+                Phase::Error,
+                reason::SOURCE_DOMAIN_REFUSED,
+                why.clone(),
+            )),
             Membership::Token(v @ (Verdict::Invalid(_) | Verdict::Forbidden(_))) => {
                 Some(Health::new(Phase::Error, v.reason(), v.message()))
             }
@@ -70,6 +77,7 @@ impl Membership {
 pub fn membership(
     connector: &UnifiedConnector,
     secrets: &Store<Secret>,
+    settings: &PlanSettings,
     verdict: impl Fn(&SecretValue) -> Option<Verdict>,
 ) -> Membership {
     if connector.metadata.deletion_timestamp.is_some() {
@@ -77,6 +85,12 @@ pub fn membership(
     }
     if connector.spec.suspend {
         return Membership::Suspended;
+    }
+    if let Err(why) = crate::guard::source_domain(
+        &connector.normalised_domain(),
+        &settings.allowed_source_domains,
+    ) {
+        return Membership::Refused(why);
     }
     match connector_token(connector, secrets) {
         Err(e) => Membership::SecretProblem(e),
@@ -123,6 +137,18 @@ pub struct BindingProblem {
     pub message: String,
 }
 
+impl BindingProblem {
+    /// This binding would push its collector's config or Secret over a Kubernetes object's size.
+    pub fn too_large(collector: &str) -> Self {
+        BindingProblem {
+            reason: reason::COLLECTOR_CONFIG_TOO_LARGE,
+            message: format!(
+                "left out of collector {collector}: with this binding its config or Secret would exceed 1 MiB, the most a Kubernetes object holds; shorten this binding's settings (index, headers, filter) or bind fewer products to this source"
+            ),
+        }
+    }
+}
+
 impl From<SecretError> for BindingProblem {
     fn from(e: SecretError) -> Self {
         BindingProblem {
@@ -146,6 +172,8 @@ pub fn product_id(binding: &ProductBinding) -> String {
 pub struct PlanSettings {
     /// Accept `http://` product URLs (test servers only).
     pub allow_insecure_http: bool,
+    /// Source domains allowed although they look cluster-internal (`--allow-source-domain`).
+    pub allowed_source_domains: Vec<String>,
 }
 
 /// Turns a binding into what the collector needs, reading its Secret. `connector` is the
@@ -261,11 +289,25 @@ pub fn plan_product(
             .map(|f| f.event_types.clone())
             .unwrap_or_default(),
     };
-    Ok(PlannedProduct {
+    // The collector's own checks, run here on this binding alone: a binding it would refuse is
+    // left out of the shared config and told why, so it never stops another team's delivery.
+    let product = contract::ProductConfig {
         id,
         since,
         filter,
         sink,
+    };
+    crate::collector::config::validate_product(&product, "spec.product", "spec.filter").map_err(
+        |e| BindingProblem {
+            reason: reason::INVALID_PRODUCT_SETTINGS,
+            message: format!("{e:#}; this binding is left out of the collector until it is fixed"),
+        },
+    )?;
+    Ok(PlannedProduct {
+        id: product.id,
+        since: product.since,
+        filter: product.filter,
+        sink: product.sink,
         secrets: values,
     })
 }
@@ -301,6 +343,8 @@ pub struct CollectorPlan {
     pub users: Vec<String>,
     /// Pod settings the connectors ask for (`spec.collector`), oldest connector first per field.
     pub collector: Option<crate::api::collector_pod::CollectorOverrides>,
+    /// Bindings left out because the config would not fit ([`super::render::fit`]).
+    pub left_out: Vec<String>,
 }
 
 /// Decides the collector for one source from its connectors' memberships and their bindings'
@@ -353,5 +397,6 @@ pub fn plan_collector(
         collector: crate::api::collector_pod::CollectorOverrides::first_set(
             active.iter().map(|(c, _, _)| c.spec.collector.as_ref()),
         ),
+        left_out: Vec::new(),
     })
 }

@@ -33,6 +33,9 @@ pub const CONFIG_HASH_ANNOTATION: &str = "connectors.unified.dev/config-hash";
 pub const SECRET_HASH_ANNOTATION: &str = "connectors.unified.dev/secret-hash";
 /// Annotation on the collector objects: how many connectors use it (the reference count).
 pub const USERS_ANNOTATION: &str = "connectors.unified.dev/users";
+/// Annotation on the collector ConfigMap: the bindings left out because the config would not
+/// fit, comma-separated, so every binding's own reconcile can say so.
+pub const LEFT_OUT_ANNOTATION: &str = "connectors.unified.dev/left-out";
 pub const COLLECTOR_SERVICE_ACCOUNT: &str = "unified-connectors-collector";
 pub const METRICS_PORT: i32 = 9090;
 /// Where the image (see the Dockerfile) installs the one binary.
@@ -127,6 +130,60 @@ pub fn collector_config(plan: &CollectorPlan, settings: &RenderSettings) -> Coll
     }
 }
 
+/// The most a collector's ConfigMap or Secret may hold. The API server refuses objects over
+/// 1 MiB (3 MiB for the whole request, but etcd's default limit is 1.5 MiB); 24 KiB of that is
+/// kept for metadata and base64 overhead is counted below.
+pub const OBJECT_LIMIT: usize = 1024 * 1024 - 24 * 1024;
+
+/// Sizes of the two objects that grow with the bindings, as the API server counts them (Secret
+/// values are base64 in JSON).
+fn object_sizes(plan: &CollectorPlan, settings: &RenderSettings) -> (usize, usize) {
+    let config = serde_saphyr::to_string(&collector_config(plan, settings))
+        .expect("the collector config always serialises")
+        .len();
+    let secret: usize = plan
+        .products
+        .iter()
+        .flat_map(|p| &p.secrets)
+        .map(|(k, v)| k.len() + v.expose().len().div_ceil(3) * 4)
+        .sum::<usize>()
+        + plan.token.expose().len().div_ceil(3) * 4;
+    (config, secret)
+}
+
+/// Leaves products out of `plan`, the largest first, until its config and Secret fit in a
+/// Kubernetes object, and returns the ids left out. Those bindings are told why; the rest of the
+/// source keeps delivering (without this, the write fails and no status says anything).
+pub fn fit(plan: &mut CollectorPlan, settings: &RenderSettings) -> Vec<String> {
+    let mut left_out = Vec::new();
+    loop {
+        let (config, secret) = object_sizes(plan, settings);
+        if (config <= OBJECT_LIMIT && secret <= OBJECT_LIMIT) || plan.products.is_empty() {
+            return left_out;
+        }
+        let size = |p: &super::plan::PlannedProduct| {
+            if config > OBJECT_LIMIT {
+                serde_saphyr::to_string(&p.sink)
+                    .map(|s| s.len())
+                    .unwrap_or(0)
+                    + p.filter.event_types.iter().map(String::len).sum::<usize>()
+            } else {
+                p.secrets.iter().map(|(_, v)| v.expose().len()).sum()
+            }
+        };
+        // The largest; on ties the last by id, so the choice is the same on every replica.
+        let (at, _) = plan
+            .products
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, p)| (size(p), p.id.clone()))
+            .expect("not empty");
+        let id = plan.products.remove(at).id;
+        plan.left_out.push(id.clone());
+        left_out.push(id);
+    }
+}
+
 pub fn render(plan: &CollectorPlan, settings: &RenderSettings) -> CollectorObjects {
     let name = plan.source.collector_name();
     let config_yaml = serde_saphyr::to_string(&collector_config(plan, settings))
@@ -151,8 +208,15 @@ pub fn render(plan: &CollectorPlan, settings: &RenderSettings) -> CollectorObjec
     }
     let secret_hash = hex::encode(hasher.finalize())[..16].to_string();
 
+    let mut config_meta = meta(plan, name.clone(), settings, Some(&config_hash));
+    if !plan.left_out.is_empty() {
+        config_meta
+            .annotations
+            .get_or_insert_default()
+            .insert(LEFT_OUT_ANNOTATION.into(), plan.left_out.join(","));
+    }
     let config = ConfigMap {
-        metadata: meta(plan, name.clone(), settings, Some(&config_hash)),
+        metadata: config_meta,
         data: Some(BTreeMap::from([(
             contract::CONFIG_KEY.to_string(),
             config_yaml,

@@ -14,7 +14,7 @@ use super::context::{Context, MANAGER};
 use super::health::{Deadlines, Health, product_health};
 use super::plan::{BindingProblem, Membership, PlannedProduct};
 use crate::api::ProductBinding;
-use crate::api::conditions::Phase;
+use crate::api::conditions::{Phase, REASON_MAX, cut, reason};
 use crate::contract::{CollectorReport, ProductHealth};
 
 /// What the operator knows about a binding's connector and collector.
@@ -25,6 +25,8 @@ pub struct BindingFacts<'a> {
     pub report: Option<&'a CollectorReport>,
     pub collector: &'a str,
     pub deadlines: Deadlines,
+    /// Other bindings of the same source delivering to the same destination with the same filter.
+    pub duplicates: &'a [String],
 }
 
 /// The health of one binding given everything known about it.
@@ -40,6 +42,7 @@ pub fn binding_health(
         report,
         collector,
         deadlines,
+        duplicates,
     } = facts;
     if let Err(p) = planned {
         return (Health::new(Phase::Error, p.reason, p.message.clone()), None);
@@ -71,14 +74,59 @@ pub fn binding_health(
         .as_ref()
         .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0))
         .unwrap_or(now);
-    product_health(
+    let (health, delivery) = product_health(
         now,
         since,
         report,
         &super::plan::product_id(binding),
         collector,
         deadlines,
-    )
+    );
+    if health.phase == Phase::Ready && !duplicates.is_empty() {
+        let health = Health::new(
+            Phase::Warning,
+            reason::DUPLICATE_DESTINATION,
+            format!(
+                "{} of the same source deliver to the same destination with the same filter, so it receives every event twice; delete all but one",
+                duplicates.join(", ")
+            ),
+        );
+        return (health, delivery);
+    }
+    (health, delivery)
+}
+
+/// The other live bindings of `source` whose destination and filter equal this binding's, as
+/// `<namespace>/<name>`: each of them delivers every event a second time.
+pub fn duplicate_destinations(
+    stores: &super::context::Stores,
+    binding: &ProductBinding,
+    source: &super::identity::SourceId,
+) -> Vec<String> {
+    let key = |b: &ProductBinding| {
+        b.spec.product.kind().ok().map(|k| {
+            let mut types = b
+                .spec
+                .filter
+                .as_ref()
+                .map(|f| f.event_types.clone())
+                .unwrap_or_default();
+            types.sort();
+            (k.destination(), types)
+        })
+    };
+    let Some(mine) = key(binding) else {
+        return Vec::new();
+    };
+    let me = super::plan::product_id(binding);
+    stores
+        .connectors_of(source)
+        .iter()
+        .flat_map(|c| stores.bindings_of(c))
+        .filter(|b| key(b).as_ref() == Some(&mine))
+        .map(|b| super::plan::product_id(&b))
+        .filter(|id| *id != me)
+        .collect()
 }
 
 pub fn now_rfc3339() -> String {
@@ -144,12 +192,11 @@ where
         Phase::Ready | Phase::Pending => EventType::Normal,
         Phase::Warning | Phase::Error => EventType::Warning,
     };
-    let mut note = health.message.clone();
-    note.truncate(1000);
+    // Events allow a 1 kB note and a 128-byte reason; both may carry user text.
     let event = Event {
         type_,
-        reason: health.reason.chars().take(128).collect(),
-        note: Some(note),
+        reason: cut(&health.reason, REASON_MAX),
+        note: Some(cut(&health.message, 1000)),
         action: "Reconcile".into(),
         secondary: None,
     };

@@ -77,6 +77,11 @@ pub async fn sync_source(ctx: &Context, source: &SourceId) -> Result<SyncOutcome
     for connector in &members {
         if connector.metadata.deletion_timestamp.is_none()
             && !connector.spec.suspend
+            && crate::guard::source_domain(
+                &source.domain,
+                &ctx.settings.plan.allowed_source_domains,
+            )
+            .is_ok()
             && let Ok(token) = plan::connector_token(connector, &stores.secrets)
         {
             let verdict = ctx.checker.check(&source.domain, &token).await;
@@ -88,7 +93,7 @@ pub async fn sync_source(ctx: &Context, source: &SourceId) -> Result<SyncOutcome
     let mut products: BTreeMap<String, Result<PlannedProduct, BindingProblem>> = BTreeMap::new();
     let mut usable: BTreeMap<String, Vec<PlannedProduct>> = BTreeMap::new();
     for connector in &members {
-        let m = plan::membership(connector, &stores.secrets, |t| {
+        let m = plan::membership(connector, &stores.secrets, &ctx.settings.plan, |t| {
             verdicts.get(&t.fingerprint()).cloned()
         });
         let key = key_of(connector.as_ref());
@@ -103,12 +108,21 @@ pub async fn sync_source(ctx: &Context, source: &SourceId) -> Result<SyncOutcome
         memberships.insert(key, m.clone());
         member_list.push((connector.clone(), m));
     }
-    let plan = plan::plan_collector(
+    let mut plan = plan::plan_collector(
         source,
         &member_list,
         &usable,
         current_token.as_ref().map(|t| t.fingerprint()),
     );
+    if let Some(p) = &mut plan {
+        for id in super::render::fit(p, &ctx.settings.render) {
+            warn!(binding = %id, collector = %source.collector_name(), "binding left out: the collector config would exceed 1 MiB");
+            products.insert(id, Err(BindingProblem::too_large(&source.collector_name())));
+        }
+        if p.products.is_empty() {
+            plan = None;
+        }
+    }
     match &plan {
         Some(plan) => apply_collector(ctx, plan).await?,
         None => delete_collector(ctx, source).await?,
@@ -229,13 +243,13 @@ async fn apply_if_changed<K: CollectorObject>(
         // Our desired state did not change: someone else changed the object.
         let name = desired.meta().name.clone().unwrap_or_default();
         warn!(kind, name = %name, fields = %drifted.join(", "), "collector object changed outside the operator; restored");
-        let note: String = format!(
-            "{kind} {name} was changed outside the operator and restored: {}",
-            drifted.join(", ")
-        )
-        .chars()
-        .take(1000)
-        .collect();
+        let note = crate::api::conditions::cut(
+            &format!(
+                "{kind} {name} was changed outside the operator and restored: {}",
+                drifted.join(", ")
+            ),
+            1000,
+        );
         let event = Event {
             type_: EventType::Warning,
             reason: DRIFT_REPAIRED.into(),

@@ -125,7 +125,7 @@ impl World {
                 let mut list = Vec::new();
                 let mut products: BTreeMap<String, Vec<PlannedProduct>> = BTreeMap::new();
                 for c in members {
-                    let m = plan::membership(&c, &self.secrets, |t| {
+                    let m = plan::membership(&c, &self.secrets, &PlanSettings::default(), |t| {
                         Some(if bad.contains(&t.expose()) {
                             Verdict::Invalid("401".into())
                         } else {
@@ -232,9 +232,12 @@ fn suspended_or_unbound_connectors_do_not_keep_a_collector() {
             .unwrap()
             .is_none()
     );
-    let m = plan::membership(&world.connectors[0], &world.secrets, |_| {
-        Some(Verdict::Valid)
-    });
+    let m = plan::membership(
+        &world.connectors[0],
+        &world.secrets,
+        &PlanSettings::default(),
+        |_| Some(Verdict::Valid),
+    );
     assert_eq!(m, Membership::Suspended);
     assert_eq!(
         m.problem().unwrap().phase,
@@ -449,7 +452,8 @@ fn binding_problems_name_the_field() {
             c,
             &world.secrets,
             &PlanSettings {
-                allow_insecure_http: true
+                allow_insecure_http: true,
+                ..Default::default()
             }
         )
         .is_ok()
@@ -619,4 +623,106 @@ mod bookkeeping {
         // A filter that ignores status (status: None on both sides) passes only spec changes.
         assert!(!passes(Some(seen(1, None)), seen(1, None), Some(ours)));
     }
+}
+
+#[test]
+fn a_config_over_one_mebibyte_leaves_out_the_bindings_that_push_it_over() {
+    let world = World::new(vec![
+        connector("team-a", "a1", "acme.okta.com", 0),
+        connector("team-b", "b1", "acme.okta.com", 1),
+        connector("team-c", "c1", "acme.okta.com", 2),
+    ]);
+    let mut plan = world.only_plan();
+    assert!(super::render::fit(&mut plan.clone(), &settings()).is_empty());
+    // Three 400 kB indexes: any two fit, the third does not.
+    for (p, fill) in plan.products.iter_mut().zip(['x', 'y', 'z']) {
+        let crate::contract::SinkConfig::SplunkHec(h) = &mut p.sink else {
+            unreachable!()
+        };
+        h.index = Some(fill.to_string().repeat(400_000));
+    }
+    plan.products[1].filter.event_types = vec!["user.session.start".into()];
+    let left_out = super::render::fit(&mut plan, &settings());
+    assert_eq!(left_out, vec!["team-b/b1-hec"], "the largest one goes");
+    let objects = render(&plan, &settings());
+    let size = objects.config.data.as_ref().unwrap()[crate::contract::CONFIG_KEY].len();
+    assert!(size <= super::render::OBJECT_LIMIT, "{size}");
+    assert_eq!(plan.products.len(), 2);
+}
+
+#[test]
+fn a_binding_the_collector_would_refuse_is_refused_at_plan_time_naming_its_field() {
+    let world = World::new(vec![connector("team-a", "a1", "acme.okta.com", 0)]);
+    let c = &world.connectors[0];
+    let plan_with = |edit: &dyn Fn(&mut SplunkHec)| {
+        let mut b = binding("team-a", "x", "a1");
+        edit(b.spec.product.splunk_hec.as_mut().unwrap());
+        plan::plan_product(&b, c, &world.secrets, &PlanSettings::default())
+    };
+    type Edit<'a> = &'a dyn Fn(&mut SplunkHec);
+    let cases: [(Edit, &str, &str); 4] = [
+        (
+            &|h| h.sourcetype = String::new(),
+            "InvalidProductSettings",
+            "spec.product.splunkHec.sourcetype",
+        ),
+        (
+            &|h| h.url = "https://spl unk.example.com".into(),
+            "InvalidProductSettings",
+            "spec.product.splunkHec.url",
+        ),
+        (
+            &|h| h.url = "https://admin:hunter2@splunk.example.com".into(),
+            "InvalidProductSettings",
+            "user name or password",
+        ),
+        (
+            &|h| h.url = "https://169.254.169.254/services".into(),
+            "InvalidProductSettings",
+            "metadata",
+        ),
+    ];
+    for (edit, reason, text) in cases {
+        let err = plan_with(edit).unwrap_err();
+        assert_eq!(err.reason, reason, "{}", err.message);
+        assert!(err.message.contains(text), "{text}: {}", err.message);
+        assert!(
+            !err.message.contains("hunter2"),
+            "a password leaked: {}",
+            err.message
+        );
+    }
+    assert!(plan_with(&|_| {}).is_ok());
+}
+
+#[test]
+fn a_cluster_internal_source_domain_is_refused_before_any_token_is_sent() {
+    for domain in ["kubernetes.default.svc", "169.254.169.254", "10.0.0.7"] {
+        let world = World::new(vec![connector("team-a", "a1", domain, 0)]);
+        let asked = std::cell::Cell::new(false);
+        let m = plan::membership(
+            &world.connectors[0],
+            &world.secrets,
+            &PlanSettings::default(),
+            |_| {
+                asked.set(true);
+                Some(Verdict::Valid)
+            },
+        );
+        let Membership::Refused(why) = &m else {
+            panic!("{domain}: {m:?}")
+        };
+        assert!(why.contains("spec.source.okta.domain"), "{why}");
+        assert!(!asked.get(), "{domain}: the token verdict was consulted");
+        assert_eq!(m.problem().unwrap().reason, "SourceDomainRefused");
+    }
+    let world = World::new(vec![connector("team-a", "a1", "okta.fake.svc", 0)]);
+    let allow = PlanSettings {
+        allowed_source_domains: vec!["*.svc".into()],
+        ..Default::default()
+    };
+    let m = plan::membership(&world.connectors[0], &world.secrets, &allow, |_| {
+        Some(Verdict::Valid)
+    });
+    assert!(matches!(m, Membership::Active(_)), "{m:?}");
 }

@@ -11,6 +11,7 @@ mod support;
 
 mod chart_upgrade;
 mod install;
+mod isolation;
 mod leadership;
 
 mod step1_crds;
