@@ -113,7 +113,7 @@ pub async fn start(loaded: LoadedConfig, opts: Options) -> anyhow::Result<Runnin
         })
         .collect();
     let src = source.clone();
-    let hub = Hub::new(
+    let mut hub = Hub::new(
         HubConfig {
             poll_interval: okta.poll_interval,
             slow_grace: opts.timings.slow_product_grace,
@@ -128,7 +128,6 @@ pub async fn start(loaded: LoadedConfig, opts: Options) -> anyhow::Result<Runnin
         move |since| src.initial_url(since),
         metrics.clone(),
     );
-    let mut hub = hub;
     for (id, why) in &loaded.refused {
         warn!(product = %id, error = %why, "product settings refused; delivering to the others");
     }

@@ -105,7 +105,8 @@ pub fn desired_status(binding: &ProductBinding, ctx: &Context) -> (ProductBindin
                         }
                     });
             let report = stores.report(ctx.namespace(), &source);
-            let duplicates = super::status::duplicate_destinations(stores, binding, &source);
+            let duplicates =
+                super::status::Destinations::of_source(stores, &source).others(binding);
             if matches!(membership, Membership::Active(_)) && planned.is_ok() {
                 collector = Some(source.collector_name());
             }

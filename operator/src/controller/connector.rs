@@ -102,13 +102,13 @@ pub fn desired_status(
     let now = Utc::now();
     let mut products = Vec::new();
     let mut phases = Vec::new();
+    let destinations = super::status::Destinations::of_source(&ctx.stores, &outcome.source);
     for binding in ctx.stores.bindings_of(connector) {
         let id = super::plan::product_id(&binding);
         let Some(planned) = outcome.products.get(&id) else {
             continue;
         };
-        let duplicates =
-            super::status::duplicate_destinations(&ctx.stores, &binding, &outcome.source);
+        let duplicates = destinations.others(&binding);
         let (health, _) = binding_health(
             now,
             &binding,

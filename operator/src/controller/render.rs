@@ -137,29 +137,35 @@ pub const OBJECT_LIMIT: usize = 1024 * 1024 - 24 * 1024;
 
 /// Sizes of the two objects that grow with the bindings, as the API server counts them (Secret
 /// values are base64 in JSON).
-fn object_sizes(plan: &CollectorPlan, settings: &RenderSettings) -> (usize, usize) {
-    let config = serde_saphyr::to_string(&collector_config(plan, settings))
-        .expect("the collector config always serialises")
-        .len();
-    let secret: usize = plan
-        .products
+fn object_sizes(objects: &CollectorObjects) -> (usize, usize) {
+    let config = objects
+        .config
+        .data
         .iter()
-        .flat_map(|p| &p.secrets)
-        .map(|(k, v)| k.len() + v.expose().len().div_ceil(3) * 4)
-        .sum::<usize>()
-        + plan.token.expose().len().div_ceil(3) * 4;
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let secret = objects
+        .secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.0.len().div_ceil(3) * 4)
+        .sum();
     (config, secret)
 }
 
-/// Leaves products out of `plan`, the largest first, until its config and Secret fit in a
-/// Kubernetes object, and returns the ids left out. Those bindings are told why; the rest of the
-/// source keeps delivering (without this, the write fails and no status says anything).
-pub fn fit(plan: &mut CollectorPlan, settings: &RenderSettings) -> Vec<String> {
+/// Renders the collector, leaving products out of `plan`, the largest first, until its config
+/// and Secret fit in a Kubernetes object; returns the objects and the ids left out. Those
+/// bindings are told why; the rest of the source keeps delivering (without this, the write fails
+/// and no status says anything). A plan that fits is rendered once, as [`render`] would.
+pub fn fit(plan: &mut CollectorPlan, settings: &RenderSettings) -> (CollectorObjects, Vec<String>) {
     let mut left_out = Vec::new();
     loop {
-        let (config, secret) = object_sizes(plan, settings);
+        let objects = render(plan, settings);
+        let (config, secret) = object_sizes(&objects);
         if (config <= OBJECT_LIMIT && secret <= OBJECT_LIMIT) || plan.products.is_empty() {
-            return left_out;
+            return (objects, left_out);
         }
         let size = |p: &super::plan::PlannedProduct| {
             if config > OBJECT_LIMIT {

@@ -1,6 +1,8 @@
 //! Building the status of both kinds, writing it only when it changed, and announcing transitions
 //! as Events. One place decides a binding's health, used by both reconcilers.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -96,37 +98,47 @@ pub fn binding_health(
     (health, delivery)
 }
 
-/// The other live bindings of `source` whose destination and filter equal this binding's, as
-/// `<namespace>/<name>`: each of them delivers every event a second time.
-pub fn duplicate_destinations(
-    stores: &super::context::Stores,
-    binding: &ProductBinding,
-    source: &super::identity::SourceId,
-) -> Vec<String> {
-    let key = |b: &ProductBinding| {
-        b.spec.product.kind().ok().map(|k| {
-            let mut types = b
-                .spec
-                .filter
-                .as_ref()
-                .map(|f| f.event_types.clone())
-                .unwrap_or_default();
-            types.sort();
-            (k.destination(), types)
-        })
-    };
-    let Some(mine) = key(binding) else {
-        return Vec::new();
-    };
-    let me = super::plan::product_id(binding);
-    stores
-        .connectors_of(source)
-        .iter()
-        .flat_map(|c| stores.bindings_of(c))
-        .filter(|b| key(b).as_ref() == Some(&mine))
-        .map(|b| super::plan::product_id(&b))
-        .filter(|id| *id != me)
-        .collect()
+/// The live bindings of one source by destination and filter, so that each binding can be told
+/// which others deliver every event a second time. Built once per source, not per binding.
+pub struct Destinations(BTreeMap<(String, Vec<String>), Vec<String>>);
+
+impl Destinations {
+    pub fn of_source(stores: &super::context::Stores, source: &super::identity::SourceId) -> Self {
+        let mut by_key: BTreeMap<_, Vec<String>> = BTreeMap::new();
+        for connector in stores.connectors_of(source) {
+            for b in stores.bindings_of(&connector) {
+                if let Some(key) = destination_key(&b) {
+                    by_key
+                        .entry(key)
+                        .or_default()
+                        .push(super::plan::product_id(&b));
+                }
+            }
+        }
+        Destinations(by_key)
+    }
+
+    /// The other bindings with this binding's destination and filter, as `<namespace>/<name>`.
+    pub fn others(&self, binding: &ProductBinding) -> Vec<String> {
+        let me = super::plan::product_id(binding);
+        destination_key(binding)
+            .and_then(|key| self.0.get(&key))
+            .map(|ids| ids.iter().filter(|id| **id != me).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn destination_key(b: &ProductBinding) -> Option<(String, Vec<String>)> {
+    b.spec.product.kind().ok().map(|k| {
+        let mut types = b
+            .spec
+            .filter
+            .as_ref()
+            .map(|f| f.event_types.clone())
+            .unwrap_or_default();
+        types.sort();
+        (k.destination(), types)
+    })
 }
 
 pub fn now_rfc3339() -> String {

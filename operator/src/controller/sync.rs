@@ -18,7 +18,7 @@ use super::context::{Context, MANAGER};
 use super::health::source_auth_failed;
 use super::identity::{HASH_ANNOTATION, SourceId};
 use super::plan::{self, BindingProblem, CollectorPlan, Membership, PlannedProduct};
-use super::render::render;
+use super::render;
 use super::secrets::SecretValue;
 use crate::api::{ProductBinding, UnifiedConnector};
 use crate::contract::{self, CollectorReport};
@@ -74,14 +74,14 @@ pub async fn sync_source(ctx: &Context, source: &SourceId) -> Result<SyncOutcome
     // The verdicts are kept by token, so an answer that is not cached (Okta unreachable) still
     // reaches the member's status with its own message.
     let mut verdicts = std::collections::HashMap::new();
+    // A refused domain is never asked (membership says why, per connector).
+    let domain_allowed =
+        crate::guard::source_domain(&source.domain, &ctx.settings.plan.allowed_source_domains)
+            .is_ok();
     for connector in &members {
-        if connector.metadata.deletion_timestamp.is_none()
+        if domain_allowed
+            && connector.metadata.deletion_timestamp.is_none()
             && !connector.spec.suspend
-            && crate::guard::source_domain(
-                &source.domain,
-                &ctx.settings.plan.allowed_source_domains,
-            )
-            .is_ok()
             && let Ok(token) = plan::connector_token(connector, &stores.secrets)
         {
             let verdict = ctx.checker.check(&source.domain, &token).await;
@@ -114,18 +114,20 @@ pub async fn sync_source(ctx: &Context, source: &SourceId) -> Result<SyncOutcome
         &usable,
         current_token.as_ref().map(|t| t.fingerprint()),
     );
-    if let Some(p) = &mut plan {
-        for id in super::render::fit(p, &ctx.settings.render) {
+    let objects = plan.as_mut().map(|p| {
+        let (objects, left_out) = render::fit(p, &ctx.settings.render);
+        for id in left_out {
             warn!(binding = %id, collector = %source.collector_name(), "binding left out: the collector config would exceed 1 MiB");
             products.insert(id, Err(BindingProblem::too_large(&source.collector_name())));
         }
-        if p.products.is_empty() {
-            plan = None;
-        }
+        objects
+    });
+    if plan.as_ref().is_some_and(|p| p.products.is_empty()) {
+        plan = None;
     }
-    match &plan {
-        Some(plan) => apply_collector(ctx, plan).await?,
-        None => delete_collector(ctx, source).await?,
+    match (&plan, objects) {
+        (Some(plan), Some(objects)) => apply_collector(ctx, plan, objects).await?,
+        _ => delete_collector(ctx, source).await?,
     }
     Ok(SyncOutcome {
         source: source.clone(),
@@ -149,8 +151,11 @@ fn collector_token(
         .map(SecretValue::new)
 }
 
-async fn apply_collector(ctx: &Context, plan: &CollectorPlan) -> Result<(), SyncError> {
-    let objects = render(plan, &ctx.settings.render);
+async fn apply_collector(
+    ctx: &Context,
+    plan: &CollectorPlan,
+    objects: render::CollectorObjects,
+) -> Result<(), SyncError> {
     let ns = ctx.namespace();
     let stores = &ctx.stores;
     // Order matters: config and credentials exist before the Deployment that mounts them.

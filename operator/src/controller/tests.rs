@@ -633,7 +633,13 @@ fn a_config_over_one_mebibyte_leaves_out_the_bindings_that_push_it_over() {
         connector("team-c", "c1", "acme.okta.com", 2),
     ]);
     let mut plan = world.only_plan();
-    assert!(super::render::fit(&mut plan.clone(), &settings()).is_empty());
+    let (fitting, none) = super::render::fit(&mut plan.clone(), &settings());
+    assert!(none.is_empty());
+    assert_eq!(
+        fitting,
+        render(&plan, &settings()),
+        "a plan that fits renders as usual"
+    );
     // Three 400 kB indexes: any two fit, the third does not.
     for (p, fill) in plan.products.iter_mut().zip(['x', 'y', 'z']) {
         let crate::contract::SinkConfig::SplunkHec(h) = &mut p.sink else {
@@ -642,9 +648,9 @@ fn a_config_over_one_mebibyte_leaves_out_the_bindings_that_push_it_over() {
         h.index = Some(fill.to_string().repeat(400_000));
     }
     plan.products[1].filter.event_types = vec!["user.session.start".into()];
-    let left_out = super::render::fit(&mut plan, &settings());
+    let (objects, left_out) = super::render::fit(&mut plan, &settings());
     assert_eq!(left_out, vec!["team-b/b1-hec"], "the largest one goes");
-    let objects = render(&plan, &settings());
+    assert_eq!(objects, render(&plan, &settings()));
     let size = objects.config.data.as_ref().unwrap()[crate::contract::CONFIG_KEY].len();
     assert!(size <= super::render::OBJECT_LIMIT, "{size}");
     assert_eq!(plan.products.len(), 2);
